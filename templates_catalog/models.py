@@ -1,0 +1,160 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from .manifest import Kind, Tier
+
+
+class Publisher(models.Model):
+    """An organisation that publishes templates; users belong to it through memberships."""
+
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=100)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, through="Membership", related_name="publishers")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        OWNER = "owner"
+        MEMBER = "member"
+
+    publisher = models.ForeignKey(Publisher, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["publisher", "user"], name="membership_unique"),
+            models.CheckConstraint(condition=Q(role__in=["owner", "member"]), name="membership_role_valid"),
+        ]
+
+
+class Tag(models.Model):
+    name = models.CharField(max_length=32, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Template(models.Model):
+    class Visibility(models.TextChoices):
+        PUBLIC = "public"
+        PRIVATE = "private"
+
+    publisher = models.ForeignKey(Publisher, on_delete=models.PROTECT, related_name="templates")
+    name = models.SlugField(max_length=64, unique=True)
+    tier = models.CharField(max_length=16, choices=[(t.value, t.value.title()) for t in Tier])
+    kind = models.CharField(max_length=16, choices=[(k.value, k.value.title()) for k in Kind])
+    title = models.CharField(max_length=80)
+    summary = models.CharField(max_length=300)
+    tags = models.ManyToManyField(Tag, related_name="templates", blank=True)
+    visibility = models.CharField(max_length=16, choices=Visibility.choices, default=Visibility.PUBLIC)
+    needs_gpu = models.BooleanField(default=False)
+    # The version the catalog shows: the highest non-yanked release. Kept here so
+    # list pages read it with one join instead of a query per row.
+    latest_version = models.ForeignKey(
+        "TemplateVersion", on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    # Lowercased name, title, summary and tags: what the catalog search matches.
+    search_text = models.TextField(blank=True, default="", editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(tier__in=[t.value for t in Tier]), name="template_tier_valid"),
+            models.CheckConstraint(condition=Q(kind__in=[k.value for k in Kind]), name="template_kind_valid"),
+            models.CheckConstraint(condition=Q(visibility__in=["public", "private"]), name="template_visibility_valid"),
+            models.CheckConstraint(condition=~Q(name=""), name="template_name_not_empty"),
+        ]
+        indexes = [models.Index(fields=["tier", "name"]), models.Index(fields=["visibility", "publisher"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class TemplateVersion(models.Model):
+    """One published version. Immutable: only the yank fields may change after creation."""
+
+    MUTABLE_FIELDS = frozenset({"yanked", "yanked_reason", "yanked_at"})
+
+    template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="versions")
+    version = models.CharField(max_length=64)
+    major = models.PositiveIntegerField()
+    minor = models.PositiveIntegerField()
+    patch = models.PositiveIntegerField()
+    # Empty for a release; sorts after every pre-release of the same numbers.
+    prerelease = models.CharField(max_length=64, blank=True, default="")
+    manifest = models.JSONField()
+    bundle_sha256 = models.CharField(max_length=64)
+    bundle_size = models.BigIntegerField()
+    bundle_path = models.CharField(max_length=255)
+    readme = models.TextField(blank=True, default="")
+    readme_html = models.TextField(blank=True, default="")
+    published_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    yanked = models.BooleanField(default=False)
+    yanked_reason = models.CharField(max_length=300, blank=True, default="")
+    yanked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["template", "-major", "-minor", "-patch"]
+        constraints = [
+            models.UniqueConstraint(fields=["template", "version"], name="version_unique_per_template"),
+            models.CheckConstraint(condition=Q(bundle_sha256__regex=r"^[0-9a-f]{64}$"), name="version_sha256_hex"),
+            models.CheckConstraint(condition=Q(bundle_size__gt=0), name="version_bundle_not_empty"),
+            models.CheckConstraint(condition=Q(yanked=False) | Q(yanked_at__isnull=False), name="version_yank_dated"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.template_id and self.template.name}@{self.version}"
+
+    def save(self, *args, **kwargs) -> None:
+        # The hub promises a version never changes under a deployment; only yanking may.
+        if not self._state.adding:
+            update_fields = kwargs.get("update_fields")
+            if update_fields is None or not set(update_fields) <= self.MUTABLE_FIELDS:
+                raise ValueError("A published template version is immutable; only its yank state may change.")
+        super().save(*args, **kwargs)
+
+    @property
+    def short_digest(self) -> str:
+        return self.bundle_sha256[:12]
+
+    @property
+    def resources(self) -> dict:
+        return self.manifest.get("resources", {})
+
+
+class VersionRequirement(models.Model):
+    """An edge a version declares in `requires`: it needs `template` in `version_range`,
+    reachable under `<ALIAS>_URL`."""
+
+    version = models.ForeignKey(TemplateVersion, on_delete=models.CASCADE, related_name="requirements")
+    template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="required_by_edges")
+    version_range = models.CharField(max_length=100)
+    alias = models.CharField(max_length=32)
+
+    class Meta:
+        ordering = ["alias"]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "alias"], name="requirement_alias_unique"),
+            models.UniqueConstraint(fields=["version", "template"], name="requirement_template_unique"),
+        ]
+
+    @property
+    def env_var(self) -> str:
+        return f"{self.alias.upper()}_URL"

@@ -1,0 +1,55 @@
+"""Reads of the catalog, scoped to what the asking user may see."""
+
+from django.contrib.auth.models import AnonymousUser, User
+from django.db.models import Q, QuerySet
+
+from .models import Membership, Template, TemplateVersion
+from .versions import SemVer
+
+
+def publisher_ids_of(user: User | AnonymousUser) -> set[int]:
+    if not user.is_authenticated:
+        return set()
+    return set(Membership.objects.filter(user=user).values_list("publisher_id", flat=True))
+
+
+def _visibility_filter(user: User | AnonymousUser) -> Q:
+    public = Q(visibility=Template.Visibility.PUBLIC)
+    if not user.is_authenticated:
+        return public
+    # A subquery, not a join: one row per template and no extra round trip.
+    mine = Membership.objects.filter(user_id=user.pk).values("publisher_id")
+    return public | Q(publisher_id__in=mine)
+
+
+def templates_visible_to(user: User | AnonymousUser) -> QuerySet[Template]:
+    """Templates with at least one version that `user` may see. Private templates
+    exist only for members of their publisher."""
+    return Template.objects.filter(_visibility_filter(user), latest_version__isnull=False)
+
+
+def template_catalog(user: User | AnonymousUser) -> QuerySet[Template]:
+    """The visible templates with everything a catalog card shows, in a fixed number of queries."""
+    return (
+        templates_visible_to(user)
+        .select_related("publisher", "latest_version")
+        .defer("latest_version__readme", "latest_version__readme_html", "search_text")
+        .prefetch_related("tags")
+    )
+
+
+def template_search(queryset: QuerySet[Template], query: str) -> QuerySet[Template]:
+    """Every word of `query` must appear in the name, title, summary or tags."""
+    for word in query.lower().split()[:10]:
+        queryset = queryset.filter(search_text__contains=word)
+    return queryset
+
+
+def template_detail(user: User | AnonymousUser, name: str) -> Template | None:
+    return templates_visible_to(user).select_related("publisher", "latest_version").filter(name=name).first()
+
+
+def template_versions_sorted(template: Template) -> list[TemplateVersion]:
+    """Newest first by semantic version (a release after its pre-releases)."""
+    versions = TemplateVersion.objects.filter(template=template).defer("readme", "readme_html")
+    return sorted(versions, key=lambda v: SemVer.parse(v.version), reverse=True)

@@ -1,0 +1,331 @@
+"""Every write to the catalog goes through one of these functions."""
+
+import hmac
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files import File
+from django.core.files.storage import storages
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .bundles import BundleContents, BundleInvalid, BundleLimits, bundle_inspect, stream_to_file
+from .manifest import FieldError, Manifest, ManifestInvalid, manifest_from_bytes
+from .manifest.schema import TIER_RANK, Tier
+from .models import Membership, Publisher, Tag, Template, TemplateVersion, VersionRequirement
+from .readme import readme_to_html
+from .selectors import publisher_ids_of, template_versions_sorted
+from .versions import SemVer, version_in_range
+
+logger = logging.getLogger(__name__)
+
+
+class PublishRejected(Exception):
+    """The bundle or its manifest cannot be published; `errors` say what to fix."""
+
+    status = 400
+
+    def __init__(self, errors: list[FieldError] | str):
+        self.errors = [FieldError("", errors)] if isinstance(errors, str) else errors
+        super().__init__("; ".join(str(error) for error in self.errors))
+
+
+class PublishConflict(PublishRejected):
+    status = 409
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    version: TemplateVersion
+    created: bool
+
+
+def publisher_create(*, slug: str, name: str, owner: AbstractBaseUser | None = None) -> Publisher:
+    with transaction.atomic():
+        publisher = Publisher.objects.create(slug=slug, name=name)
+        if owner is not None:
+            Membership.objects.create(publisher=publisher, user=owner, role=Membership.Role.OWNER)
+    return publisher
+
+
+def bundle_limits() -> BundleLimits:
+    return BundleLimits(
+        max_bytes=settings.BUNDLE_MAX_BYTES,
+        max_members=settings.BUNDLE_MAX_MEMBERS,
+        max_unpacked_bytes=settings.BUNDLE_MAX_UNPACKED_BYTES,
+        max_compression_ratio=settings.BUNDLE_MAX_COMPRESSION_RATIO,
+    )
+
+
+def bundle_storage_path(sha256: str) -> str:
+    return f"bundles/sha256/{sha256[:2]}/{sha256}.tar.gz"
+
+
+def template_version_publish(
+    *,
+    publisher: Publisher,
+    bundle: BinaryIO,
+    published_by: AbstractBaseUser | None = None,
+    expected_name: str | None = None,
+    visibility: str = Template.Visibility.PUBLIC,
+) -> PublishResult:
+    """Validate a bundle stream and publish it as a new immutable version.
+
+    The same name, version and bytes again is a no-op; the same name and version
+    with other bytes is a conflict. Nothing is kept unless everything succeeds.
+    """
+    with tempfile.NamedTemporaryFile(prefix="bundle-", suffix=".tar.gz") as spooled:
+        try:
+            sha256, size = stream_to_file(bundle, spooled, max_bytes=settings.BUNDLE_MAX_BYTES)
+            contents = bundle_inspect(Path(spooled.name), bundle_limits())
+            manifest = manifest_from_bytes(contents.manifest_bytes)
+        except BundleInvalid as exc:
+            raise PublishRejected(str(exc)) from None
+        except ManifestInvalid as exc:
+            raise PublishRejected([FieldError(f"hub.yaml {e.field}".strip(), e.message) for e in exc.errors]) from None
+        if expected_name is not None and manifest.name != expected_name:
+            raise PublishRejected(
+                [FieldError("hub.yaml name", f"is {manifest.name!r} but this upload is for {expected_name!r}")]
+            )
+        existing = _existing_version(manifest, sha256, publisher)
+        if existing is not None:
+            return PublishResult(version=existing, created=False)
+        spooled.seek(0)
+        return _publish_new(
+            publisher=publisher,
+            manifest=manifest,
+            contents=contents,
+            blob=spooled,
+            sha256=sha256,
+            size=size,
+            published_by=published_by,
+            visibility=visibility,
+        )
+
+
+def _existing_version(manifest: Manifest, sha256: str, publisher: Publisher) -> TemplateVersion | None:
+    found = (
+        TemplateVersion.objects.select_related("template")
+        .filter(template__name=manifest.name, version=manifest.version)
+        .first()
+    )
+    if found is None:
+        return None
+    if found.template.publisher_id != publisher.pk:
+        raise PublishRejected(
+            [FieldError("hub.yaml name", f"{manifest.name!r} belongs to another publisher; choose another name")]
+        )
+    if hmac.compare_digest(found.bundle_sha256, sha256):
+        return found
+    raise PublishConflict(
+        [
+            FieldError(
+                "hub.yaml version",
+                f"{manifest.name} {manifest.version} is already published with other contents "
+                f"(sha256 {found.bundle_sha256[:12]}…); versions never change: bump the version",
+            )
+        ]
+    )
+
+
+def _publish_new(
+    *,
+    publisher: Publisher,
+    manifest: Manifest,
+    contents: BundleContents,
+    blob: BinaryIO,
+    sha256: str,
+    size: int,
+    published_by: AbstractBaseUser | None,
+    visibility: str,
+) -> PublishResult:
+    storage = storages["artifacts"]
+    path = bundle_storage_path(sha256)
+    blob_is_new = not storage.exists(path)
+    if blob_is_new:
+        saved = storage.save(path, File(blob, name=path))
+        if saved != path:
+            storage.delete(saved)
+            raise RuntimeError(f"artifact storage renamed {path} to {saved}; it must store by digest")
+    try:
+        with transaction.atomic():
+            version = _create_version_rows(
+                publisher=publisher,
+                manifest=manifest,
+                contents=contents,
+                sha256=sha256,
+                size=size,
+                path=path,
+                published_by=published_by,
+                visibility=visibility,
+            )
+    except IntegrityError:
+        # Someone published the same version at the same moment: answer as if they were first.
+        _forget_blob(storage, path, blob_is_new)
+        existing = _existing_version(manifest, sha256, publisher)
+        if existing is None:
+            raise
+        return PublishResult(version=existing, created=False)
+    except BaseException:
+        _forget_blob(storage, path, blob_is_new)
+        raise
+    return PublishResult(version=version, created=True)
+
+
+def _forget_blob(storage, path: str, blob_is_new: bool) -> None:
+    if blob_is_new and not TemplateVersion.objects.filter(bundle_path=path).exists():
+        storage.delete(path)
+
+
+def _create_version_rows(
+    *,
+    publisher: Publisher,
+    manifest: Manifest,
+    contents: BundleContents,
+    sha256: str,
+    size: int,
+    path: str,
+    published_by: AbstractBaseUser | None,
+    visibility: str,
+) -> TemplateVersion:
+    template = _template_for(publisher=publisher, manifest=manifest, visibility=visibility)
+    requirements = _resolve_requirements(manifest, publisher)
+    semver = SemVer.parse(manifest.version)
+    version = TemplateVersion.objects.create(
+        template=template,
+        version=manifest.version,
+        major=semver.major,
+        minor=semver.minor,
+        patch=semver.patch,
+        prerelease=semver.prerelease,
+        manifest=manifest.model_dump(mode="json", by_alias=True),
+        bundle_sha256=sha256,
+        bundle_size=size,
+        bundle_path=path,
+        readme=contents.readme,
+        readme_html=readme_to_html(contents.readme),
+        published_by=published_by,
+    )
+    VersionRequirement.objects.bulk_create(
+        VersionRequirement(version=version, template=required, version_range=item.version, alias=item.alias)
+        for item, required in requirements
+    )
+    template_refresh_latest(template=template)
+    return version
+
+
+def _template_for(*, publisher: Publisher, manifest: Manifest, visibility: str) -> Template:
+    # Lock the row: two versions published at once must not both compute "latest".
+    template = Template.objects.select_for_update().filter(name=manifest.name).first()
+    if template is None:
+        return Template.objects.create(
+            publisher=publisher,
+            name=manifest.name,
+            tier=manifest.tier.value,
+            kind=manifest.kind.value,
+            title=manifest.title,
+            summary=manifest.summary,
+            visibility=visibility,
+        )
+    if template.publisher_id != publisher.pk:
+        raise PublishRejected(
+            [FieldError("hub.yaml name", f"{manifest.name!r} belongs to another publisher; choose another name")]
+        )
+    if template.tier != manifest.tier.value:
+        raise PublishRejected(
+            [FieldError("hub.yaml tier", f"{manifest.name} is a {template.tier} template; a version cannot change it")]
+        )
+    if template.kind != manifest.kind.value:
+        raise PublishRejected(
+            [FieldError("hub.yaml kind", f"{manifest.name} is a {template.kind} template; a version cannot change it")]
+        )
+    return template
+
+
+def _resolve_requirements(manifest: Manifest, publisher: Publisher) -> list[tuple]:
+    errors: list[FieldError] = []
+    resolved = []
+    names = [item.template for item in manifest.requires]
+    candidates = {
+        template.name: template
+        for template in Template.objects.filter(name__in=names).prefetch_related("versions")
+        if template.visibility == Template.Visibility.PUBLIC or template.publisher_id == publisher.pk
+    }
+    for index, item in enumerate(manifest.requires):
+        field = f"hub.yaml requires.{index}.template"
+        required = candidates.get(item.template)
+        if required is None:
+            errors.append(FieldError(field, f"no published template named {item.template!r}; publish it first"))
+            continue
+        if TIER_RANK[Tier(required.tier)] >= TIER_RANK[manifest.tier]:
+            errors.append(
+                FieldError(field, f"{item.template} is a {required.tier} template; a {manifest.tier} may only require lower tiers")
+            )
+            continue
+        usable = [v.version for v in required.versions.all() if not v.yanked]
+        if not any(version_in_range(v, item.version) for v in usable):
+            errors.append(
+                FieldError(
+                    f"hub.yaml requires.{index}.version",
+                    f"no published version of {item.template} matches {item.version!r} "
+                    f"(available: {', '.join(sorted(usable, key=SemVer.parse)) or 'none'})",
+                )
+            )
+            continue
+        resolved.append((item, required))
+    if errors:
+        raise PublishRejected(errors)
+    return resolved
+
+
+def template_refresh_latest(*, template: Template) -> Template:
+    """Point the template at its highest usable version and copy what the catalog
+    lists and searches from that version's manifest."""
+    versions = template_versions_sorted(template)
+    releases = [v for v in versions if not v.yanked and not v.prerelease]
+    latest = (releases or [v for v in versions if not v.yanked] or versions or [None])[0]
+    if latest is None:
+        return template
+    manifest = Manifest.model_validate(latest.manifest)
+    template.latest_version = latest
+    template.title = manifest.title
+    template.summary = manifest.summary
+    template.needs_gpu = manifest.needs_gpu
+    template.search_text = " ".join([manifest.name, manifest.title, manifest.summary, *manifest.tags]).lower()
+    template.save(update_fields=["latest_version", "title", "summary", "needs_gpu", "search_text", "updated_at"])
+    template.tags.set(_tags(manifest.tags))
+    return template
+
+
+def _tags(names: list[str]) -> list[Tag]:
+    existing = {tag.name: tag for tag in Tag.objects.filter(name__in=names)}
+    missing = [Tag(name=name) for name in names if name not in existing]
+    if missing:
+        Tag.objects.bulk_create(missing, ignore_conflicts=True)
+        existing = {tag.name: tag for tag in Tag.objects.filter(name__in=names)}
+    return [existing[name] for name in names]
+
+
+def template_version_yank(*, version: TemplateVersion, reason: str) -> TemplateVersion:
+    """Stop new deploys of a version. Running deployments keep it; nothing is deleted."""
+    if "\n" in reason or len(reason) > 300:
+        raise PublishRejected("the yank reason must be one line of at most 300 characters")
+    with transaction.atomic():
+        version = TemplateVersion.objects.select_for_update().get(pk=version.pk)
+        if version.yanked:
+            return version
+        version.yanked = True
+        version.yanked_reason = reason
+        version.yanked_at = timezone.now()
+        version.save(update_fields=["yanked", "yanked_reason", "yanked_at"])
+        template_refresh_latest(template=version.template)
+    return version
+
+
+def user_can_publish_to(user: AbstractBaseUser, publisher: Publisher) -> bool:
+    return publisher.pk in publisher_ids_of(user)

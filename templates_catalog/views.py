@@ -1,0 +1,63 @@
+from django.conf import settings
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from .filters import TemplateFilter
+from .manifest import Tier
+from .selectors import template_catalog, template_detail, template_versions_sorted, templates_visible_to
+
+TIER_BLURBS = {
+    Tier.ATOMIC: "Single building blocks: a model server or a data service.",
+    Tier.WORKFLOW: "Several steps wired together: pipelines and training jobs.",
+    Tier.APP: "Finished products a non-expert can use straight away.",
+}
+HOME_CARDS_PER_TIER = 6
+
+
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    catalog = template_catalog(request.user)
+    tiers = [
+        {
+            "tier": tier,
+            "blurb": TIER_BLURBS[tier],
+            "templates": list(catalog.filter(tier=tier).order_by("-updated_at")[:HOME_CARDS_PER_TIER]),
+        }
+        for tier in Tier
+    ]
+    return render(request, "catalog/home.html", {"tiers": tiers})
+
+
+@require_GET
+def template_list(request: HttpRequest) -> HttpResponse:
+    filterset = TemplateFilter(request.GET, queryset=template_catalog(request.user))
+    results = filterset.qs if filterset.is_valid() else filterset.queryset.none()
+    page = Paginator(results.order_by("name"), settings.CATALOG_PAGE_SIZE).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    context = {"filter": filterset, "page": page, "query": query.urlencode()}
+    # htmx swaps only the results; a plain request (no JavaScript) gets the whole page.
+    name = "catalog/_results.html" if request.headers.get("HX-Request") else "catalog/template_list.html"
+    return render(request, name, context)
+
+
+@require_GET
+def template_page(request: HttpRequest, name: str) -> HttpResponse:
+    template = template_detail(request.user, name)
+    if template is None:
+        # 404, not 403: a private template's existence is itself private.
+        raise Http404("No such template.")
+    visible = templates_visible_to(request.user)
+    latest = template.latest_version
+    context = {
+        "template": template,
+        "latest": latest,
+        "manifest": latest.manifest,
+        "versions": template_versions_sorted(template),
+        "tags": template.tags.all(),
+        "requires": latest.requirements.filter(template__in=visible).select_related("template"),
+        "required_by": visible.filter(latest_version__requirements__template=template).distinct().order_by("name"),
+    }
+    return render(request, "catalog/template_page.html", context)

