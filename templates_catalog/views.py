@@ -1,12 +1,11 @@
 from django.conf import settings
-from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 
 from .filters import TemplateFilter
 from .manifest import Tier
-from .selectors import template_catalog, template_detail, template_versions_sorted, templates_visible_to
+from .selectors import template_catalog, template_catalog_page, template_detail, template_versions_sorted, templates_visible_to
 
 TIER_BLURBS = {
     Tier.ATOMIC: "Single building blocks: a model server or a data service.",
@@ -34,10 +33,15 @@ def home(request: HttpRequest) -> HttpResponse:
 def template_list(request: HttpRequest) -> HttpResponse:
     filterset = TemplateFilter(request.GET, queryset=template_catalog(request.user))
     results = filterset.qs if filterset.is_valid() else filterset.queryset.none()
-    page = Paginator(results.order_by("name"), settings.CATALOG_PAGE_SIZE).get_page(request.GET.get("page"))
+    catalog_page = template_catalog_page(results, request.GET.get("page"), settings.CATALOG_PAGE_SIZE)
     query = request.GET.copy()
     query.pop("page", None)
-    context = {"filter": filterset, "page": page, "query": query.urlencode()}
+    context = {
+        "filter": filterset,
+        "page": catalog_page.page,
+        "templates": catalog_page.templates,
+        "query": query.urlencode(),
+    }
     # htmx swaps only the results; a plain request (no JavaScript) gets the whole page.
     name = "catalog/_results.html" if request.headers.get("HX-Request") else "catalog/template_list.html"
     return render(request, name, context)

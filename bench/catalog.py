@@ -1,0 +1,155 @@
+"""Catalog latency with 10,000 templates.
+
+Fills a throw-away test database (created and dropped by Django's test machinery, on
+whatever DATABASE_URL points at: SQLite by default, PostgreSQL in production) with
+templates, versions, tags and requirement edges, then requests the list, search and
+template pages through Django's full request stack and prints p50/p99 latency and the
+number of SQL queries of each. Target: p99 under 50 ms.
+
+    python bench/catalog.py [--templates 10000] [--requests 200]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub_site.settings")
+# Production settings: no DEBUG, and no test-environment instrumentation of template rendering.
+os.environ["DEBUG"] = "0"
+os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-not-for-production")
+os.environ["ALLOWED_HOSTS"] = "testserver"
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.db import connection  # noqa: E402
+from django.test import Client  # noqa: E402
+from django.test.utils import CaptureQueriesContext  # noqa: E402
+
+from templates_catalog.models import Publisher, Tag, Template, TemplateVersion, VersionRequirement  # noqa: E402
+
+WORDS = "vector embed rag llm vision speech audio finance legal medical search chat agent summarise translate".split()
+TIERS = ["atomic", "workflow", "app"]
+
+
+def fill(count: int) -> None:
+    publisher = Publisher.objects.create(slug="bench", name="Bench")
+    tags = Tag.objects.bulk_create([Tag(name=word) for word in WORDS])
+    templates = Template.objects.bulk_create(
+        Template(
+            publisher=publisher,
+            name=f"template-{i:05d}",
+            tier=TIERS[i % 3],
+            kind="job" if i % 7 == 0 else "service",
+            title=f"{WORDS[i % len(WORDS)].title()} model {i}",
+            summary=f"A {WORDS[(i * 7) % len(WORDS)]} template for {WORDS[(i * 3) % len(WORDS)]} work, number {i}.",
+            visibility="private" if i % 10 == 0 else "public",
+            needs_gpu=i % 4 == 0,
+        )
+        for i in range(count)
+    )
+    versions = TemplateVersion.objects.bulk_create(
+        TemplateVersion(
+            template=template,
+            version=f"1.{minor}.0",
+            major=1,
+            minor=minor,
+            patch=0,
+            manifest=_manifest(template, minor),
+            bundle_sha256=f"{template.pk:032x}{minor:032x}",
+            bundle_size=1234,
+            bundle_path=f"bundles/{template.pk}-{minor}.tar.gz",
+            readme=f"# {template.title}\n\nSome words.",
+            readme_html=f"<h1>{template.title}</h1><p>Some words.</p>",
+        )
+        for template in templates
+        for minor in range(3)
+    )
+    latest = {version.template_id: version for version in versions if version.minor == 2}
+    for index, template in enumerate(templates):
+        template.latest_version = latest[template.pk]
+        tag_names = [WORDS[index % len(WORDS)], WORDS[(index * 7) % len(WORDS)]]
+        template.search_text = " ".join([template.name, template.title, template.summary, *tag_names]).lower()
+    Template.objects.bulk_update(templates, ["latest_version", "search_text"], batch_size=1000)
+    through = Template.tags.through
+    through.objects.bulk_create(
+        [through(template_id=t.pk, tag_id=tags[i % len(WORDS)].pk) for i, t in enumerate(templates)]
+        + [through(template_id=t.pk, tag_id=tags[(i * 7) % len(WORDS)].pk) for i, t in enumerate(templates) if (i * 7) % len(WORDS) != i % len(WORDS)]
+    )
+    VersionRequirement.objects.bulk_create(
+        VersionRequirement(version=latest[t.pk], template=templates[i - 1], version_range=">=1.0.0", alias="dep")
+        for i, t in enumerate(templates)
+        if t.tier != "atomic" and templates[i - 1].tier == "atomic"
+    )
+
+
+def _manifest(template: Template, minor: int) -> dict:
+    return {
+        "schema": "hub/v1", "name": template.name, "version": f"1.{minor}.0", "tier": template.tier,
+        "kind": template.kind, "title": template.title, "summary": template.summary, "license": "MIT",
+        "runtime": {"python": "3.11", "packages": [], "system_packages": []},
+        "resources": {"gpus": 1 if template.needs_gpu else 0, "gpu_memory_gb": "0", "cpu": "1", "memory_gb": "1"},
+        "inputs": [], "requires": [],
+    }
+
+
+def measure(client: Client, urls: list[str], rounds: int) -> tuple[list[float], int]:
+    timings = []
+    queries = 0
+    for round_ in range(rounds):
+        url = urls[round_ % len(urls)]
+        with CaptureQueriesContext(connection) as captured:
+            start = time.perf_counter()
+            response = client.get(url)
+            timings.append((time.perf_counter() - start) * 1000)
+        assert response.status_code == 200, (url, response.status_code)
+        queries = max(queries, len(captured))
+    return timings, queries
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--templates", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+
+    test_db = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    try:
+        start = time.perf_counter()
+        fill(args.templates)
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")  # what autovacuum does after a bulk load: fresh planner statistics
+        print(f"database: {connection.vendor} ({test_db}); filled {args.templates} templates, "
+              f"{TemplateVersion.objects.count()} versions in {time.perf_counter() - start:.1f} s")
+        client = Client()
+        pages = {
+            "list": [f"/templates/?page={page}" for page in (1, 2, 50, 200)],
+            "search": ["/templates/?q=vector", "/templates/?q=finance+agent", "/templates/?q=model+42", "/templates/?tier=app&gpu=yes&tag=rag"],
+            "template page": [f"/templates/template-{i:05d}/" for i in range(1, args.templates, max(1, args.templates // 50)) if i % 10],
+        }
+        for urls in pages.values():
+            measure(client, urls, 5)  # warm caches and connections
+        print(f"{'page':<15}{'p50 ms':>9}{'p99 ms':>9}{'queries':>9}")
+        worst = 0.0
+        for name, urls in pages.items():
+            timings, queries = measure(client, urls, args.requests)
+            p99 = percentile(timings, 0.99)
+            worst = max(worst, p99)
+            print(f"{name:<15}{statistics.median(timings):>9.1f}{p99:>9.1f}{queries:>9}")
+        print(f"worst p99: {worst:.1f} ms (target < 50 ms): {'OK' if worst < 50 else 'OVER TARGET'}")
+    finally:
+        connection.creation.destroy_test_db(test_db, verbosity=0)
+
+
+if __name__ == "__main__":
+    main()
