@@ -27,6 +27,10 @@ class BundleInvalid(Exception):
     """The bundle cannot be accepted; the message says what to change."""
 
 
+class BundleTooLarge(BundleInvalid):
+    """The bundle's compressed size is over the cap."""
+
+
 @dataclass(frozen=True)
 class BundleLimits:
     max_bytes: int = 100 * 1024 * 1024
@@ -92,7 +96,7 @@ def stream_to_file(source: BinaryIO, target: BinaryIO, *, max_bytes: int) -> tup
     while chunk := source.read(CHUNK):
         size += len(chunk)
         if size > max_bytes:
-            raise BundleInvalid(f"the bundle is larger than the limit of {_mib(max_bytes)}; make it smaller")
+            raise BundleTooLarge(f"the bundle is larger than the limit of {_mib(max_bytes)}; make it smaller")
         digest.update(chunk)
         target.write(chunk)
     if size == 0:
@@ -105,7 +109,7 @@ def bundle_inspect(path: Path, limits: BundleLimits) -> BundleContents:
     """Check a .tar.gz on disk against every rule and read its manifest and README."""
     compressed = path.stat().st_size
     if compressed > limits.max_bytes:
-        raise BundleInvalid(f"the bundle is larger than the limit of {_mib(limits.max_bytes)}; make it smaller")
+        raise BundleTooLarge(f"the bundle is larger than the limit of {_mib(limits.max_bytes)}; make it smaller")
     _check_gzip_stream(path, compressed, limits)
     try:
         with tarfile.open(path, mode="r:gz") as tar:

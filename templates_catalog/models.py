@@ -158,3 +158,43 @@ class VersionRequirement(models.Model):
     @property
     def env_var(self) -> str:
         return f"{self.alias.upper()}_URL"
+
+
+class ApiToken(models.Model):
+    """A publisher's API token. Only the sha256 of the token is stored; the token itself
+    is shown once, at creation."""
+
+    class Permission(models.TextChoices):
+        READ = "read", "Read only"
+        PUBLISH = "publish", "Read and publish"
+
+    publisher = models.ForeignKey(Publisher, on_delete=models.CASCADE, related_name="tokens")
+    name = models.CharField(max_length=64)
+    # The first characters of the token, so people can tell their tokens apart.
+    prefix = models.CharField(max_length=16)
+    token_sha256 = models.CharField(max_length=64, unique=True)
+    permission = models.CharField(max_length=16, choices=Permission.choices, default=Permission.READ)
+    # Empty: every template of the publisher. Otherwise only these template names.
+    template_names = models.JSONField(default=list, blank=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(permission__in=["read", "publish"]), name="token_permission_valid"),
+            models.CheckConstraint(condition=Q(token_sha256__regex=r"^[0-9a-f]{64}$"), name="token_sha256_hex"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def covers(self, template_name: str) -> bool:
+        return not self.template_names or template_name in self.template_names
+
+    @property
+    def can_publish(self) -> bool:
+        return self.permission == self.Permission.PUBLISH

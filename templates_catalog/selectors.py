@@ -1,12 +1,14 @@
 """Reads of the catalog, scoped to what the asking user may see."""
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.paginator import Page, Paginator
 from django.db.models import Q, QuerySet
 
-from .models import Membership, Template, TemplateVersion
+from .models import ApiToken, Membership, Template, TemplateVersion
 from .versions import SemVer
 
 
@@ -16,8 +18,14 @@ def publisher_ids_of(user: User | AnonymousUser) -> set[int]:
     return set(Membership.objects.filter(user=user).values_list("publisher_id", flat=True))
 
 
-def _visibility_filter(user: User | AnonymousUser) -> Q:
+def _visibility_filter(user: User | AnonymousUser, token: ApiToken | None = None) -> Q:
     public = Q(visibility=Template.Visibility.PUBLIC)
+    if token is not None:
+        # A token sees its own publisher's templates (those in its scope), never more.
+        own = Q(publisher_id=token.publisher_id)
+        if token.template_names:
+            own &= Q(name__in=token.template_names)
+        return public | own
     if not user.is_authenticated:
         return public
     # A subquery, not a join: one row per template and no extra round trip.
@@ -25,16 +33,16 @@ def _visibility_filter(user: User | AnonymousUser) -> Q:
     return public | Q(publisher_id__in=mine)
 
 
-def templates_visible_to(user: User | AnonymousUser) -> QuerySet[Template]:
-    """Templates with at least one version that `user` may see. Private templates
-    exist only for members of their publisher."""
-    return Template.objects.filter(_visibility_filter(user), latest_version__isnull=False)
+def templates_visible_to(user: User | AnonymousUser, token: ApiToken | None = None) -> QuerySet[Template]:
+    """Templates with at least one version that `user` (or `token`) may see. Private
+    templates exist only for members of their publisher and its tokens."""
+    return Template.objects.filter(_visibility_filter(user, token), latest_version__isnull=False)
 
 
-def template_catalog(user: User | AnonymousUser) -> QuerySet[Template]:
+def template_catalog(user: User | AnonymousUser, token: ApiToken | None = None) -> QuerySet[Template]:
     """The visible templates with everything a catalog card shows, in a fixed number of queries."""
     return (
-        templates_visible_to(user)
+        templates_visible_to(user, token)
         .select_related("publisher", "latest_version")
         .defer("latest_version__readme", "latest_version__readme_html", "latest_version__manifest", "search_text")
         .prefetch_related("tags")
@@ -62,8 +70,21 @@ def template_search(queryset: QuerySet[Template], query: str) -> QuerySet[Templa
     return queryset
 
 
-def template_detail(user: User | AnonymousUser, name: str) -> Template | None:
-    return templates_visible_to(user).select_related("publisher", "latest_version").filter(name=name).first()
+def template_detail(user: User | AnonymousUser, name: str, token: ApiToken | None = None) -> Template | None:
+    return templates_visible_to(user, token).select_related("publisher", "latest_version").filter(name=name).first()
+
+
+def api_token_by_secret(secret: str) -> ApiToken | None:
+    digest = hashlib.sha256(secret.encode()).hexdigest()
+    token = ApiToken.objects.select_related("publisher", "created_by").filter(token_sha256=digest).first()
+    # The lookup is by a digest of a high-entropy secret; compare again in constant time anyway.
+    if token is None or not hmac.compare_digest(token.token_sha256, digest):
+        return None
+    return token
+
+
+def api_tokens_of(user: User) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(publisher__memberships__user=user).select_related("publisher", "created_by")
 
 
 def template_versions_sorted(template: Template) -> list[TemplateVersion]:

@@ -1,23 +1,27 @@
 """Every write to the catalog goes through one of these functions."""
 
+import hashlib
 import hmac
 import logging
+import secrets
 import tempfile
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files import File
 from django.core.files.storage import storages
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .bundles import BundleContents, BundleInvalid, BundleLimits, bundle_inspect, stream_to_file
+from .bundles import BundleContents, BundleInvalid, BundleLimits, BundleTooLarge, bundle_inspect, stream_to_file
 from .manifest import FieldError, Manifest, ManifestInvalid, manifest_from_bytes
 from .manifest.schema import TIER_RANK, Tier
-from .models import Membership, Publisher, Tag, Template, TemplateVersion, VersionRequirement
+from .models import ApiToken, Membership, Publisher, Tag, Template, TemplateVersion, VersionRequirement
 from .readme import readme_to_html
 from .selectors import publisher_ids_of, template_versions_sorted
 from .versions import SemVer, version_in_range
@@ -37,6 +41,10 @@ class PublishRejected(Exception):
 
 class PublishConflict(PublishRejected):
     status = 409
+
+
+class PublishTooLarge(PublishRejected):
+    status = 413
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,8 @@ def template_version_publish(
             sha256, size = stream_to_file(bundle, spooled, max_bytes=settings.BUNDLE_MAX_BYTES)
             contents = bundle_inspect(Path(spooled.name), bundle_limits())
             manifest = manifest_from_bytes(contents.manifest_bytes)
+        except BundleTooLarge as exc:
+            raise PublishTooLarge(str(exc)) from None
         except BundleInvalid as exc:
             raise PublishRejected(str(exc)) from None
         except ManifestInvalid as exc:
@@ -329,3 +339,49 @@ def template_version_yank(*, version: TemplateVersion, reason: str) -> TemplateV
 
 def user_can_publish_to(user: AbstractBaseUser, publisher: Publisher) -> bool:
     return publisher.pk in publisher_ids_of(user)
+
+
+TOKEN_PREFIX = "hub_"
+
+
+@dataclass(frozen=True)
+class CreatedToken:
+    token: ApiToken
+    secret: str
+
+
+def api_token_create(
+    *,
+    publisher: Publisher,
+    created_by: AbstractBaseUser,
+    name: str,
+    permission: str = ApiToken.Permission.READ,
+    template_names: list[str] | None = None,
+    expires_at: datetime | None = None,
+) -> CreatedToken:
+    """Mint a token. The secret is returned once and only its sha256 is stored."""
+    if not user_can_publish_to(created_by, publisher):
+        raise PermissionDenied(f"you are not a member of {publisher.name}")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError("the expiry must be in the future")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        publisher=publisher,
+        name=name,
+        prefix=secret[: len(TOKEN_PREFIX) + 6],
+        token_sha256=hashlib.sha256(secret.encode()).hexdigest(),
+        permission=permission,
+        template_names=sorted(set(template_names or [])),
+        created_by=created_by,
+        expires_at=expires_at,
+    )
+    return CreatedToken(token=token, secret=secret)
+
+
+def api_token_revoke(*, token: ApiToken, revoked_by: AbstractBaseUser) -> ApiToken:
+    if not user_can_publish_to(revoked_by, token.publisher):
+        raise PermissionDenied(f"you are not a member of {token.publisher.name}")
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token
