@@ -18,7 +18,7 @@ from rest_framework.views import APIView
 from ..filters import TemplateFilter
 from ..models import ApiToken, Membership, Publisher, Template, TemplateVersion
 from ..selectors import template_catalog, template_detail
-from ..services import PublishRejected, template_version_publish, template_version_yank
+from ..services import template_version_publish, template_version_yank
 from .parsers import BundleStreamParser, OctetStreamBundleParser
 from .serializers import (
     PublishErrorSerializer,
@@ -91,7 +91,7 @@ class VersionList(generics.ListAPIView):
         )
 
     @extend_schema(
-        request={"application/gzip": OpenApiTypes.BINARY},
+        request={"application/gzip": OpenApiTypes.BINARY, "application/octet-stream": OpenApiTypes.BINARY},
         parameters=[
             OpenApiParameter("visibility", str, enum=["public", "private"], description="for a template's first version"),
             OpenApiParameter("publisher", str, description="publisher slug, when a signed-in user belongs to several"),
@@ -110,12 +110,9 @@ class VersionList(generics.ListAPIView):
         visibility = request.query_params.get("visibility", Template.Visibility.PUBLIC)
         if visibility not in Template.Visibility.values:
             raise exceptions.ValidationError({"visibility": "use `public` or `private`."})
-        try:
-            result = template_version_publish(
-                publisher=publisher, bundle=stream, published_by=request.user, expected_name=name, visibility=visibility
-            )
-        except PublishRejected as exc:
-            return _rejection(exc)
+        result = template_version_publish(
+            publisher=publisher, bundle=stream, published_by=request.user, expected_name=name, visibility=visibility
+        )
         body = VersionSerializer(result.version, context={"request": request}).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
@@ -232,7 +229,3 @@ def _bundle_stream(request: Request):
     # hold the whole bundle in memory.
     return request._request
 
-
-def _rejection(exc: PublishRejected) -> Response:
-    errors = [{"field": error.field, "message": error.message} for error in exc.errors]
-    return Response({"detail": str(exc), "errors": errors}, status=exc.status)

@@ -31,7 +31,7 @@ def catalog(publish):
 
 
 def _names(response) -> list[str]:
-    return [t.name for t in response.context["page"].object_list]
+    return [t.name for t in response.context["templates"]]
 
 
 @pytest.mark.parametrize(

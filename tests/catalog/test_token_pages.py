@@ -1,0 +1,68 @@
+import hashlib
+import re
+
+import pytest
+from django.urls import reverse
+
+from templates_catalog.models import ApiToken
+
+TOKENS = reverse("catalog:token_list")
+
+
+@pytest.fixture
+def owner_client(client, publisher):
+    client.force_login(publisher.members.get())
+    return client
+
+
+def test_a_new_token_is_shown_once_and_stored_hashed(owner_client, publisher):
+    response = owner_client.post(
+        TOKENS,
+        {"publisher": publisher.pk, "name": "CI", "permission": "publish", "template_names": "a-model, b-model", "expires_in_days": 30},
+    )
+
+    secret = re.search(r'id="new-token">(hub_[^<]+)<', response.content.decode()).group(1)
+    token = ApiToken.objects.get()
+    assert token.token_sha256 == hashlib.sha256(secret.encode()).hexdigest()
+    assert secret not in str(ApiToken.objects.values().get())
+    assert token.template_names == ["a-model", "b-model"] and token.can_publish and token.expires_at
+    assert response["Cache-Control"] == "no-store"
+    assert secret not in owner_client.get(TOKENS).content.decode()  # never again
+
+
+def test_the_token_works_and_stops_working_once_revoked(owner_client, client, publisher, publish):
+    publish(name="secret-model", visibility="private")
+    page = owner_client.post(TOKENS, {"publisher": publisher.pk, "name": "read", "permission": "read"})
+    secret = re.search(r'id="new-token">(hub_[^<]+)<', page.content.decode()).group(1)
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert owner_client.get("/api/v1/templates/secret-model/", headers=headers).status_code == 200
+
+    owner_client.post(reverse("catalog:token_revoke", args=[ApiToken.objects.get().pk]))
+
+    assert owner_client.get("/api/v1/templates/secret-model/", headers=headers).status_code == 401
+    assert "revoked" in owner_client.get(TOKENS).content.decode()
+
+
+def test_bad_scopes_are_explained(owner_client, publisher):
+    response = owner_client.post(TOKENS, {"publisher": publisher.pk, "name": "x", "permission": "read", "template_names": "Bad Name"})
+    assert "Not template names: Bad Name" in response.content.decode()
+    assert not ApiToken.objects.exists()
+
+
+def test_nobody_can_mint_or_revoke_tokens_for_a_publisher_they_are_not_in(client, publisher, other_publisher):
+    client.force_login(other_publisher.members.get())
+    created = client.post(TOKENS, {"publisher": publisher.pk, "name": "x", "permission": "publish"})
+    assert "Select a valid choice" in created.content.decode()
+    assert not ApiToken.objects.exists()
+
+    from templates_catalog.services import api_token_create
+
+    theirs = api_token_create(publisher=publisher, created_by=publisher.members.get(), name="t").token
+    assert client.post(reverse("catalog:token_revoke", args=[theirs.pk])).status_code == 404
+    theirs.refresh_from_db()
+    assert theirs.revoked_at is None
+
+
+def test_the_tokens_page_needs_a_sign_in(client, db):
+    response = client.get(TOKENS)
+    assert response.status_code == 302 and response["Location"].startswith(reverse("catalog:login"))
