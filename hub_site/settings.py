@@ -70,6 +70,9 @@ DATABASES = {
         conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0),
     )
 }
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    # A file, not memory, so test worker processes (Celery) can share the test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -152,6 +155,16 @@ CACHES = {
     )
 }
 
+# Builds: "auto" uses the Docker Engine when one answers, else local virtualenvs.
+BUILD_BACKEND = env_str("BUILD_BACKEND", "auto")
+BUILD_BASE_IMAGE = env_str("BUILD_BASE_IMAGE", "python:3.11-slim")
+BUILD_REGISTRY = env_str("BUILD_REGISTRY", "")
+BUILD_TIMEOUT_SECONDS = env_int("BUILD_TIMEOUT_SECONDS", 3600, minimum=60)
+BUILD_ON_PUBLISH = env_bool("BUILD_ON_PUBLISH", False)
+WHEELHOUSE_DIR = Path(env_str("WHEELHOUSE_DIR", str(VAR_DIR / "wheelhouse")))
+HARNESS_DIR = BASE_DIR / "runners" / "harness"
+HUB_PUBLIC_URL = env_str("HUB_PUBLIC_URL", "http://127.0.0.1:8000")
+
 # Celery: a broker that needs no server by default (kombu's filesystem transport),
 # Redis or RabbitMQ in production through CELERY_BROKER_URL.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
@@ -165,9 +178,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = (
     if CELERY_BROKER_URL.startswith("filesystem://")
     else {}
 )
+if not CELERY_BROKER_URL.startswith("filesystem://"):
+    # Longer than any build: an unacknowledged build is redelivered only after this.
+    CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = env_int("CELERY_VISIBILITY_TIMEOUT", 2 * 3600, minimum=1)
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_BEAT_SCHEDULE = {
+    "reap-stale-builds": {"task": "templates_catalog.builds_reap_stale", "schedule": 300.0},
+}
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)

@@ -198,3 +198,68 @@ class ApiToken(models.Model):
     @property
     def can_publish(self) -> bool:
         return self.permission == self.Permission.PUBLISH
+
+
+class Build(models.Model):
+    """One request to turn a version into an image. Several builds of one version may
+    exist over time; the cache key decides whether any of them really builds."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        SUCCEEDED = "succeeded"
+        FAILED = "failed"
+
+    ACTIVE = (Status.QUEUED, Status.RUNNING)
+
+    version = models.ForeignKey(TemplateVersion, on_delete=models.PROTECT, related_name="builds")
+    backend = models.CharField(max_length=32)
+    base_image = models.CharField(max_length=255)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    cache_key = models.CharField(max_length=64, blank=True, default="")
+    cache_hit = models.BooleanField(default=False)
+    lock = models.JSONField(default=list, blank=True)
+    image_reference = models.CharField(max_length=500, blank=True, default="")
+    image_digest = models.CharField(max_length=100, blank=True, default="")
+    log = models.TextField(blank=True, default="")
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveSmallIntegerField(default=0)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    duration_seconds = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=["queued", "running", "succeeded", "failed"]), name="build_status_valid"
+            ),
+            # Two requests for the same version on the same backend make one build.
+            models.UniqueConstraint(
+                fields=["version", "backend", "base_image"],
+                condition=Q(status__in=["queued", "running"]),
+                name="build_one_active_per_version",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="succeeded") | ~Q(image_reference=""), name="build_success_has_image"
+            ),
+            models.CheckConstraint(condition=~Q(status="failed") | ~Q(error=""), name="build_failure_has_reason"),
+        ]
+
+    def __str__(self) -> str:
+        return f"build {self.pk} of {self.version_id} ({self.status})"
+
+    @property
+    def finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    def log_tail(self, lines: int = 20) -> str:
+        return "\n".join(self.log.splitlines()[-lines:])
+
+    @property
+    def log_tail_long(self) -> str:
+        return self.log_tail(400)

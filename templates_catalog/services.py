@@ -184,6 +184,10 @@ def _publish_new(
     except BaseException:
         _forget_blob(storage, path, blob_is_new)
         raise
+    if settings.BUILD_ON_PUBLISH:
+        from .builds import build_request  # builds depends on this module
+
+        build_request(version=version, requested_by=published_by)
     return PublishResult(version=version, created=True)
 
 

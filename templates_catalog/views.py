@@ -1,11 +1,20 @@
 from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import render
-from django.views.decorators.http import require_GET
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from builders.errors import BuildFailed
+
+from .builds import build_request
 
 from .filters import TemplateFilter
 from .manifest import Tier
+from .models import TemplateVersion
 from .selectors import template_catalog, template_catalog_page, template_detail, template_versions_sorted, templates_visible_to
+from .services import user_can_publish_to
 
 TIER_BLURBS = {
     Tier.ATOMIC: "Single building blocks: a model server or a data service.",
@@ -65,3 +74,44 @@ def template_page(request: HttpRequest, name: str) -> HttpResponse:
         "required_by": visible.filter(latest_version__requirements__template=template).distinct().order_by("name"),
     }
     return render(request, "catalog/template_page.html", context)
+
+
+def _visible_version(request: HttpRequest, name: str, version: str) -> TemplateVersion:
+    template = template_detail(request.user, name)
+    if template is None:
+        raise Http404("No such template.")
+    found = TemplateVersion.objects.select_related("template__publisher").filter(template=template, version=version).first()
+    if found is None:
+        raise Http404("No such version.")
+    return found
+
+
+@require_GET
+def version_page(request: HttpRequest, name: str, version: str) -> HttpResponse:
+    found = _visible_version(request, name, version)
+    context = {
+        "template": found.template,
+        "version": found,
+        "build": found.builds.first(),
+        "can_build": user_can_publish_to(request.user, found.template.publisher) if request.user.is_authenticated else False,
+    }
+    return render(request, "catalog/version_page.html", context)
+
+
+@require_GET
+def version_build_status(request: HttpRequest, name: str, version: str) -> HttpResponse:
+    found = _visible_version(request, name, version)
+    return render(request, "catalog/_build.html", {"version": found, "build": found.builds.first()})
+
+
+@login_required
+@require_POST
+def version_build(request: HttpRequest, name: str, version: str) -> HttpResponse:
+    found = _visible_version(request, name, version)
+    if not user_can_publish_to(request.user, found.template.publisher):
+        raise PermissionDenied("Only members of the publisher can build its versions.")
+    try:
+        build_request(version=found, requested_by=request.user)
+    except BuildFailed as exc:
+        messages.error(request, str(exc))
+    return redirect("catalog:version_page", name=name, version=version)

@@ -1,0 +1,219 @@
+"""Build services: request a build of a version, run it, and repair builds whose
+worker vanished. The building itself is `builders/`, plain Python behind a backend
+chosen by the BUILD_BACKEND setting."""
+
+import logging
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from datetime import timedelta
+from functools import lru_cache
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.storage import storages
+from django.db import IntegrityError, transaction
+from django.db.models import F, Value
+from django.db.models.functions import Concat
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from builders.backends import BuildBackend, DockerBackend, VenvBackend, docker_engine_answers
+from builders.build import BuildRequest, build_execute, read_requirements
+from builders.errors import BuildFailed
+from builders.wheelhouse import Wheelhouse
+
+from .bundles import bundle_extract
+from .models import Build, TemplateVersion
+from .services import bundle_limits
+
+logger = logging.getLogger(__name__)
+MAX_ATTEMPTS = 3
+LOG_FLUSH_SECONDS = 0.5
+
+
+@lru_cache(maxsize=1)
+def build_backend() -> BuildBackend:
+    """The BUILD_BACKEND setting: "docker", "venv", "auto" (Docker Engine when one
+    answers, else venvs) or the dotted path of a class with the same interface."""
+    choice = settings.BUILD_BACKEND
+    if choice == "auto":
+        choice = "docker" if docker_engine_answers() else "venv"
+    if choice == "docker":
+        return DockerBackend(registry=settings.BUILD_REGISTRY or None)
+    if choice == "venv":
+        return VenvBackend(settings.VAR_DIR / "venvs")
+    return import_string(choice)()
+
+
+def build_request(*, version: TemplateVersion, requested_by: AbstractBaseUser | None = None) -> Build:
+    """Queue a build of `version`, or return the one already queued or running."""
+    if version.yanked:
+        raise BuildFailed(f"{version} is yanked: it can no longer be built or deployed")
+    backend = build_backend()
+    active = dict(version=version, backend=backend.name, base_image=settings.BUILD_BASE_IMAGE)
+    try:
+        with transaction.atomic():
+            build = Build.objects.create(**active, requested_by=requested_by)
+            transaction.on_commit(lambda: _enqueue(build.pk))
+            return build
+    except IntegrityError:
+        return Build.objects.get(**active, status__in=Build.ACTIVE)
+
+
+def _enqueue(build_id: int) -> None:
+    from .tasks import build_run as build_run_task
+
+    build_run_task.delay(build_id)
+
+
+def build_run(*, build_id: int) -> Build:
+    """Run a queued build; run again one whose worker died mid-way. Safe to call twice."""
+    build = _start(build_id)
+    if build is None or build.finished:
+        return build
+    log = _LogWriter(build.pk)
+    try:
+        outcome = _execute(build, log)
+    except BuildFailed as exc:
+        log.close()
+        return _finish_failed(build.pk, str(exc))
+    except Exception as exc:
+        log.close()
+        logger.exception("build %s crashed", build.pk)
+        return _finish_failed(build.pk, f"the build crashed ({type(exc).__name__}: {exc}); report it to the hub's operators")
+    log.close()
+    Build.objects.filter(pk=build.pk).update(
+        status=Build.Status.SUCCEEDED,
+        cache_key=outcome.cache_key,
+        cache_hit=outcome.cache_hit,
+        lock=[asdict(wheel) for wheel in outcome.lock],
+        image_reference=outcome.image.reference,
+        image_digest=outcome.image.digest,
+        finished_at=timezone.now(),
+        duration_seconds=outcome.seconds,
+    )
+    return Build.objects.get(pk=build.pk)
+
+
+def _start(build_id: int) -> Build | None:
+    with transaction.atomic():
+        # Locked so a redelivered task and the original never both start it.
+        build = Build.objects.select_for_update().filter(pk=build_id).first()
+        if build is None or build.finished:
+            return build
+        if build.attempts >= MAX_ATTEMPTS:
+            build.status = Build.Status.FAILED
+            build.error = f"the build was interrupted {build.attempts} times (a worker died each time); request it again"
+            build.finished_at = timezone.now()
+            build.save()
+            return build
+        build.status = Build.Status.RUNNING
+        build.attempts += 1
+        build.started_at = timezone.now()
+        build.log += f"--- attempt {build.attempts} on {build.backend}, base image {build.base_image}\n"
+        build.save()
+        return build
+
+
+def _execute(build: Build, log: "_LogWriter"):
+    version = TemplateVersion.objects.select_related("template").get(pk=build.version_id)
+    with tempfile.TemporaryDirectory(prefix="hub-build-") as scratch:
+        template_dir = Path(scratch) / "template"
+        bundle_path = Path(scratch) / "bundle.tar.gz"
+        with storages["artifacts"].open(version.bundle_path, "rb") as source, open(bundle_path, "wb") as target:
+            while chunk := source.read(1 << 20):
+                target.write(chunk)
+        bundle_extract(bundle_path, template_dir, bundle_limits())
+        request = BuildRequest(
+            template_name=version.template.name,
+            version=version.version,
+            manifest=version.manifest,
+            bundle_sha256=version.bundle_sha256,
+            template_dir=template_dir,
+            base_image=build.base_image,
+            labels=_labels(version),
+        )
+        return build_execute(
+            request,
+            backend=build_backend(),
+            wheelhouse=Wheelhouse(settings.WHEELHOUSE_DIR, python_version=version.manifest["runtime"]["python"]),
+            harness_dir=settings.HARNESS_DIR,
+            harness_requirements=_harness_requirements(version),
+            log=log.write,
+        )
+
+
+def _harness_requirements(version: TemplateVersion) -> list[str]:
+    if version.manifest["kind"] == "job" and not version.manifest.get("serve"):
+        return []
+    own = {pin.split("==")[0].lower() for pin in version.manifest["runtime"]["packages"]}
+    # A template's own pin of a shared package wins over the harness's.
+    return [pin for pin in read_requirements(settings.HARNESS_DIR / "requirements.txt") if pin.split("==")[0].lower() not in own]
+
+
+def _labels(version: TemplateVersion) -> dict[str, str]:
+    manifest = version.manifest
+    return {
+        "org.opencontainers.image.title": manifest["title"],
+        "org.opencontainers.image.description": manifest["summary"],
+        "org.opencontainers.image.version": version.version,
+        "org.opencontainers.image.revision": version.bundle_sha256,
+        "org.opencontainers.image.source": f"{settings.HUB_PUBLIC_URL.rstrip('/')}/templates/{version.template.name}/",
+        "org.opencontainers.image.licenses": manifest["license"],
+        "org.opencontainers.image.vendor": version.template.publisher.name,
+        "io.aihub.template": version.template.name,
+        "io.aihub.bundle-sha256": version.bundle_sha256,
+    }
+
+
+def _finish_failed(build_id: int, reason: str) -> Build:
+    Build.objects.filter(pk=build_id).update(
+        status=Build.Status.FAILED, error=reason, finished_at=timezone.now()
+    )
+    build = Build.objects.get(pk=build_id)
+    if build.started_at:
+        Build.objects.filter(pk=build_id).update(duration_seconds=(build.finished_at - build.started_at).total_seconds())
+    return Build.objects.get(pk=build_id)
+
+
+def builds_reap_stale() -> int:
+    """Fail builds whose worker vanished without the broker redelivering them, so none
+    stays `running` (or `queued`) forever."""
+    deadline = timezone.now() - timedelta(seconds=settings.BUILD_TIMEOUT_SECONDS)
+    stale = Build.objects.filter(status__in=Build.ACTIVE, created_at__lt=deadline)
+    return stale.update(
+        status=Build.Status.FAILED,
+        error=f"the build did not finish within {settings.BUILD_TIMEOUT_SECONDS} seconds; request it again",
+        finished_at=timezone.now(),
+    )
+
+
+class _LogWriter:
+    """Appends build output to the row in batches, so the page can show it live
+    without a write per line."""
+
+    def __init__(self, build_id: int):
+        self.build_id = build_id
+        self.pending: list[str] = []
+        self.last_flush = time.monotonic()
+        self.lock = threading.Lock()
+
+    def write(self, line: str) -> None:
+        with self.lock:
+            self.pending.append(line)
+            if time.monotonic() - self.last_flush >= LOG_FLUSH_SECONDS:
+                self._flush()
+
+    def close(self) -> None:
+        with self.lock:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            text = "\n".join(self.pending) + "\n"
+            Build.objects.filter(pk=self.build_id).update(log=Concat(F("log"), Value(text)))
+            self.pending = []
+        self.last_flush = time.monotonic()

@@ -1,0 +1,15 @@
+from celery import shared_task
+
+from . import builds
+
+
+# A build is keyed by its content digests, so running it twice is harmless: it may be
+# acknowledged late and given to another worker if this one dies mid-build.
+@shared_task(name="templates_catalog.build_run", acks_late=True, reject_on_worker_lost=True)
+def build_run(build_id: int) -> str:
+    return builds.build_run(build_id=build_id).status
+
+
+@shared_task(name="templates_catalog.builds_reap_stale")
+def builds_reap_stale() -> int:
+    return builds.builds_reap_stale()

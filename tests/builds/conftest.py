@@ -1,0 +1,80 @@
+import io
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from builders.backends import docker_engine_answers
+from templates_catalog import builds
+from templates_catalog.bundles import bundle_pack
+from templates_catalog.services import template_version_publish
+
+from ..catalog.conftest import artifact_root, manifest_data, publisher, user_factory  # noqa: F401 - shared fixtures
+
+BASE_IMAGE = os.environ.get("HUB_TEST_BASE_IMAGE", "hub-base:bookworm")
+ROOT = Path(__file__).resolve().parents[2]
+HANDLER = """\
+class Echo:
+    def setup(self):
+        self.greeting = "hello"
+
+    def predict(self, batch):
+        return [{"echo": item, "greeting": self.greeting} for item in batch]
+"""
+
+
+def require_engine() -> None:
+    """Skip on a laptop without Docker; in CI (CI set) a missing engine is a failure."""
+    if docker_engine_answers():
+        return
+    if os.environ.get("CI"):
+        pytest.fail("CI must run the build tests against a real Docker Engine, and none answers")
+    pytest.skip("no Docker Engine answers on this machine")
+
+
+@pytest.fixture
+def docker_client():
+    require_engine()
+    import docker
+
+    client = docker.from_env()
+    try:
+        client.images.get(BASE_IMAGE)
+    except docker.errors.ImageNotFound:
+        if os.environ.get("CI"):
+            pytest.fail(f"the base image {BASE_IMAGE} is missing: .ci/run makes it with manage.py make_base_image")
+        pytest.skip(f"the base image {BASE_IMAGE} is missing: run `python manage.py make_base_image --name {BASE_IMAGE}`")
+    return client
+
+
+@pytest.fixture
+def build_settings(settings, tmp_path_factory):
+    settings.BUILD_BACKEND = "docker"
+    settings.BUILD_BASE_IMAGE = BASE_IMAGE
+    settings.BUILD_REGISTRY = ""
+    # One wheelhouse for the whole run: wheels are downloaded once, as on a real hub.
+    settings.WHEELHOUSE_DIR = ROOT / "var" / "test-wheelhouse"
+    builds.build_backend.cache_clear()
+    yield settings
+    builds.build_backend.cache_clear()
+
+
+def publish_folder(folder: Path, publisher):
+    return template_version_publish(publisher=publisher, bundle=io.BytesIO(bundle_pack(folder))).version
+
+
+@pytest.fixture
+def echo_template(tmp_path, publisher):
+    """publish a tiny service template: echo_template(version=..., handler=..., packages=[...])"""
+
+    def make(version: str = "1.0.0", handler: str = HANDLER, packages: list[str] | None = None, name: str = "echo"):
+        folder = tmp_path / f"{name}-{version}"
+        folder.mkdir()
+        manifest = manifest_data(name=name, version=version, serve={"handler": "handler:Echo", "port": 8080})
+        manifest["runtime"] = {"python": "3.11", "packages": packages if packages is not None else ["six==1.16.0"]}
+        (folder / "hub.yaml").write_text(yaml.safe_dump(manifest))
+        (folder / "handler.py").write_text(handler)
+        return publish_folder(folder, publisher)
+
+    return make

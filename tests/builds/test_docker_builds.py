@@ -1,0 +1,158 @@
+"""Builds against the real Docker Engine (CI installs and starts one)."""
+
+import socket
+import subprocess
+import time
+
+import pytest
+import yaml
+from django.core.management import call_command
+
+from builders.backends import DockerBackend
+from templates_catalog.builds import build_request, build_run
+from templates_catalog.models import Build, TemplateVersion
+
+from .conftest import HANDLER
+
+
+def _built(version: TemplateVersion) -> Build:
+    build = build_request(version=version)
+    return build_run(build_id=build.pk)
+
+
+def test_a_fixture_template_builds_and_serves_hardened(db, docker_client, build_settings, artifact_root):
+    call_command("seed_catalog", stdout=open("/dev/null", "w"))
+    version = TemplateVersion.objects.get(template__name="rag-pipeline")
+
+    build = _built(version)
+
+    assert build.status == "succeeded", build.error + build.log_tail()
+    image = docker_client.images.get(build.image_reference)
+    assert image.id == build.image_digest
+    assert image.labels["org.opencontainers.image.version"] == "1.0.0"
+    assert image.labels["org.opencontainers.image.revision"] == version.bundle_sha256
+    assert image.labels["io.aihub.bundle-sha256"] == version.bundle_sha256
+    assert image.labels["io.aihub.cache-key"] == build.cache_key
+    assert image.labels["org.opencontainers.image.source"].endswith("/templates/rag-pipeline/")
+    assert image.attrs["Config"]["User"] == "65532:65532"
+    assert {wheel["name"] for wheel in build.lock} >= {"httpx", "starlette", "uvicorn"}
+    _assert_serves_hardened(docker_client, build.image_reference, env={
+        "EMBEDDINGS_URL": "http://127.0.0.1:9", "VECTOR_STORE_URL": "http://127.0.0.1:9", "GENERATOR_URL": "http://127.0.0.1:9",
+    })
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _assert_serves_hardened(client, reference: str, env: dict) -> None:
+    import urllib.request
+
+    port = _free_port()
+    container = client.containers.run(
+        reference, detach=True, environment=env, ports={"8080/tcp": ("127.0.0.1", port)},
+        read_only=True, tmpfs={"/tmp": "size=64m"}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
+        mem_limit="512m", pids_limit=128,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                time.sleep(0.3)
+        else:
+            pytest.fail("the image never became ready:\n" + container.logs().decode()[-2000:])
+        assert container.exec_run("id -u").output.decode().strip() == "65532"
+    finally:
+        container.remove(force=True)
+
+
+def test_building_the_same_version_again_is_a_cache_hit_that_builds_nothing(db, docker_client, build_settings, echo_template, monkeypatch):
+    version = echo_template()
+    first = _built(version)
+    assert first.status == "succeeded" and not first.cache_hit
+
+    monkeypatch.setattr(DockerBackend, "build", lambda *a, **k: pytest.fail("a cache hit must not build"))
+    started = time.monotonic()
+    again = _built(version)
+
+    assert again.pk != first.pk
+    assert again.status == "succeeded" and again.cache_hit
+    assert (again.image_reference, again.image_digest, again.cache_key) == (first.image_reference, first.image_digest, first.cache_key)
+    assert time.monotonic() - started < 5
+
+
+def test_a_code_only_change_reuses_every_layer_below_the_code(db, docker_client, build_settings, echo_template):
+    before = _built(echo_template(version="1.0.0"))
+    after = _built(echo_template(version="1.0.1", handler=HANDLER.replace('"hello"', '"bonjour"')))
+
+    assert before.status == after.status == "succeeded"
+    old_layers = docker_client.images.get(before.image_reference).attrs["RootFS"]["Layers"]
+    new_layers = docker_client.images.get(after.image_reference).attrs["RootFS"]["Layers"]
+    shared = next(i for i, (a, b) in enumerate(zip(old_layers, new_layers)) if a != b)
+    # Layers: base, venv, wheels copy, pip install, harness, template. Only the last differs.
+    assert shared == len(new_layers) - 1 == len(old_layers) - 1
+    assert after.log.count("Using cache") >= 4
+
+
+def test_a_bad_pin_fails_with_a_readable_reason(db, docker_client, build_settings, echo_template):
+    build = _built(echo_template(packages=["six==0.0.999"]))
+
+    assert build.status == "failed"
+    assert build.error.startswith("no wheel of six==0.0.999 exists for this Python and platform")
+    assert build.finished_at is not None
+
+
+def test_two_requests_for_the_same_version_make_one_build(db, build_settings, echo_template, docker_client):
+    version = echo_template()
+    first = build_request(version=version)
+    second = build_request(version=version)
+    assert first.pk == second.pk
+    assert Build.objects.count() == 1
+
+
+@pytest.fixture
+def registry(tmp_path):
+    port = _free_port()
+    config = tmp_path / "registry.yml"
+    config.write_text(yaml.safe_dump({
+        "version": 0.1,
+        "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}},
+        "http": {"addr": f"127.0.0.1:{port}"},
+    }))
+    process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield f"127.0.0.1:{port}"
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_the_image_is_pushed_to_the_registry_and_pulls_back_by_digest(db, docker_client, build_settings, echo_template, registry):
+    import json
+    import urllib.request
+
+    build_settings.BUILD_REGISTRY = registry
+    from templates_catalog import builds
+
+    builds.build_backend.cache_clear()
+    build = _built(echo_template(name="pushed-echo"))
+
+    assert build.status == "succeeded", build.error + build.log_tail()
+    assert build.image_reference.startswith(f"{registry}/aihub/pushed-echo@sha256:")
+    with urllib.request.urlopen(f"http://{registry}/v2/_catalog") as response:
+        assert "aihub/pushed-echo" in json.load(response)["repositories"]
+    docker_client.images.remove(build.image_reference.split("@")[0] + ":" + build.cache_key[:32], force=True)
+    pulled = docker_client.images.pull(build.image_reference)
+    assert pulled.id == build.image_digest
+

