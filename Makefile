@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test venv static template-env clean
+.PHONY: run test venv static template-env bench-serve clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ run: venv static
 
 test: venv static template-env
 	$(PY) -m pytest
+
+# Harness vs LitServe serving MiniLM; LitServe goes into the template env only, never into a hub.yaml.
+bench-serve: template-env
+	var/template-env/bin/pip install --quiet litserve==0.2.19
+	var/template-env/bin/python bench/serve.py
 
 clean:
 	rm -rf $(VENV) node_modules var

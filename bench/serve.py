@@ -1,16 +1,16 @@
 """Serving throughput: the harness vs LitServe vs the bare model, on this machine, loopback only.
 
     var/template-env/bin/pip install litserve==0.2.19     # once; the bench only, not a template pin
-    var/template-env/bin/python bench/serve.py [--clients 32] [--requests 600] [--seconds 30] [--rounds 3]
+    var/template-env/bin/python bench/serve.py [--clients 32] [--slices 12] [--slice-seconds 3]
 
 Both servers run the minilm-embeddings handler (same model, same `predict`, same batching
 settings from its hub.yaml) as separate processes; the same load generator (C concurrent
 keep-alive HTTP/1.1 connections, one short sentence per request, bounded in count and time)
 drives each in turn. The ceiling is `model.encode` on batches as large as the load can form
-(one sentence per client), with no HTTP at all. Each round measures all three back to back,
-so they share whatever else the machine is doing; the summary is the median over rounds.
-"Per CPU-second" divides the work done by the CPU time the server's processes (or the bare
-model) used: on a machine shared with other work it is the steadier comparison.
+(one sentence per client), with no HTTP at all. Both servers stay up; the three are measured
+in short interleaved slices, so all share whatever else the machine is doing. "Per
+CPU-second" divides the work done by the CPU time the server's processes (or the bare model)
+used during its slices; the CPU a server burns while the others are measured is printed too.
 """
 
 import argparse
@@ -43,50 +43,79 @@ def main() -> None:
     config = read_serve_config(TEMPLATE)
     print(describe_machine(args, config))
     model = load_model()
-    rounds = [run_round(number, model, config, args) for number in range(1, args.rounds + 1)]
-    print(f"median of {len(rounds)} rounds:")
-    for name in ("ceiling", "harness", "litserve"):
-        print(f"  {name:8s} {_median(rounds, name, 'rps'):8.1f} /s   {_median(rounds, name, 'per_cpu_s'):6.1f} per CPU-second"
-              + ("" if name == "ceiling" else
-                 f"   p50 {_median(rounds, name, 'p50'):6.1f} ms   p99 {_median(rounds, name, 'p99'):6.1f} ms"))
-    for measure, label in (("rps", "wall-clock throughput"), ("per_cpu_s", "work per CPU-second")):
-        print(f"  {label:22s} harness / litserve = {_median_ratio(rounds, 'harness', 'litserve', measure):.2f}x"
-              f"   harness / ceiling = {_median_ratio(rounds, 'harness', 'ceiling', measure):.2f}")
+    harness, litserve = start_and_warm(start_harness, config, args), start_and_warm(start_litserve, config, args)
+    try:
+        totals = interleave(model, {"harness": harness, "litserve": litserve}, args)
+    finally:
+        stop(harness)
+        stop(litserve)
+    report(totals, args)
 
 
-def _median(rounds: list[dict], name: str, measure: str) -> float:
-    return statistics.median(r[name][measure] for r in rounds)
+def start_and_warm(start, config, args) -> RunningTemplate:
+    server, wait_for_ready = start(config)
+    try:
+        wait_for_ready(server)
+        asyncio.run(load(server.url, "/predict", args.clients, WARMUP_REQUESTS, args.slice_seconds * 5))
+    except BaseException:
+        stop(server)
+        raise
+    return server
 
 
-def _median_ratio(rounds: list[dict], top: str, bottom: str, measure: str) -> float:
-    """Ratios within a round, where both sides shared the machine's background load."""
-    return statistics.median(r[top][measure] / r[bottom][measure] for r in rounds)
+def interleave(model, servers: dict[str, RunningTemplate], args) -> dict[str, dict]:
+    """Short slices of ceiling, harness and LitServe in rotating order, so all three share
+    whatever else the machine is doing at the time; the idle server waits, taking no requests."""
+    names = ["ceiling", *servers]
+    totals = {name: {"count": 0, "seconds": 0.0, "cpu": 0.0, "idle_cpu": 0.0, "latencies": [], "errors": 0}
+              for name in names}
+    for slice_number in range(args.slices):
+        order = names[slice_number % 3:] + names[:slice_number % 3]
+        for name in order:
+            cpu_before = {other: group_cpu_seconds(server.process.pid) for other, server in servers.items()}
+            if name == "ceiling":
+                add(totals[name], measure_ceiling(model, args.clients, args.slice_seconds))
+            else:
+                add(totals[name], asyncio.run(
+                    load(servers[name].url, "/predict", args.clients, args.max_requests, args.slice_seconds)))
+            for other, server in servers.items():
+                used = group_cpu_seconds(server.process.pid) - cpu_before[other]
+                totals[other]["cpu" if other == name else "idle_cpu"] += used
+    return totals
 
 
-def run_round(number: int, model, config, args) -> dict:
-    """One measurement of each, back to back, so all three see the same background load."""
-    result = {
-        "ceiling": measure_ceiling(model, args.clients, seconds=4),
-        "harness": run_server(start_harness, config, args),
-        "litserve": run_server(start_litserve, config, args),
-    }
-    ceiling = result["ceiling"]
-    print(f"round {number}: ceiling {ceiling['rps']:.1f} sentences/s, {ceiling['per_cpu_s']:.1f} per CPU-second"
-          f" (model.encode, batches of {args.clients})")
-    for name in ("harness", "litserve"):
-        r = result[name]
-        print(f"  {name:8s} {r['rps']:8.1f} req/s   p50 {r['p50']:6.1f} ms   p99 {r['p99']:6.1f} ms"
-              f"   {r['per_cpu_s']:6.1f} req per server CPU-second"
-              f"   ({r['count']} requests, {r['errors']} errors, {r['seconds']:.1f} s)")
-    return result
+def add(total: dict, part: dict) -> None:
+    for key in ("count", "seconds", "cpu", "errors"):
+        total[key] += part.get(key, 0)
+    total["latencies"] += part.get("latencies", [])
+
+
+def report(totals: dict[str, dict], args) -> None:
+    rates = {name: total["count"] / total["seconds"] for name, total in totals.items()}
+    per_cpu = {name: total["count"] / total["cpu"] for name, total in totals.items()}
+    print(f"{args.slices} slices of {args.slice_seconds:.0f} s each:")
+    for name, total in totals.items():
+        line = f"  {name:8s} {rates[name]:8.1f} /s   {per_cpu[name]:6.1f} per CPU-second"
+        if name != "ceiling":
+            latencies = sorted(total["latencies"])
+            line += (f"   p50 {statistics.median(latencies) * 1000:6.1f} ms"
+                     f"   p99 {latencies[int(len(latencies) * 0.99) - 1] * 1000:7.1f} ms"
+                     f"   ({total['count']} requests, {total['errors']} errors;"
+                     f" {total['idle_cpu']:.1f} CPU-s used while idle)")
+        else:
+            line += f"   (model.encode, batches of {args.clients})"
+        print(line)
+    for label, measure in (("throughput", rates), ("per CPU-second", per_cpu)):
+        print(f"  {label:15s} harness / litserve = {measure['harness'] / measure['litserve']:.2f}x"
+              f"   harness / ceiling = {measure['harness'] / measure['ceiling']:.2f}")
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=32)
-    parser.add_argument("--requests", type=int, default=600, help="per server and round, after a warm-up")
-    parser.add_argument("--seconds", type=float, default=30, help="per server and round, at most")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--slices", type=int, default=12, help="rounds of ceiling, harness and LitServe")
+    parser.add_argument("--slice-seconds", type=float, default=3.0)
+    parser.add_argument("--max-requests", type=int, default=3000, help="per server and slice, at most")
     return parser.parse_args()
 
 
@@ -94,7 +123,7 @@ def describe_machine(args, config) -> str:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor())
     return (f"machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}\n"
-            f"load: {args.clients} concurrent clients, up to {args.requests} requests per server and round; "
+            f"load: {args.clients} concurrent clients, {args.slice_seconds:.0f} s slices; "
             f"batching: max_batch_size={config.max_batch_size}, max_wait_ms={config.max_wait_ms}")
 
 
@@ -120,12 +149,11 @@ def load_model():
 
 def measure_ceiling(model, batch_size: int, seconds: float) -> dict:
     batch = [SENTENCE] * batch_size
-    model.encode(batch, batch_size=batch_size, show_progress_bar=False)
     done, started, cpu_started = 0, time.perf_counter(), time.process_time()
     while time.perf_counter() - started < seconds:
         model.encode(batch, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False)
         done += batch_size
-    return {"rps": done / (time.perf_counter() - started), "per_cpu_s": done / (time.process_time() - cpu_started)}
+    return {"count": done, "seconds": time.perf_counter() - started, "cpu": time.process_time() - cpu_started}
 
 
 def start_harness(config) -> tuple[RunningTemplate, Callable[[RunningTemplate], None]]:
@@ -157,19 +185,6 @@ def answers_a_request(server: RunningTemplate, timeout: float = 180) -> None:
     raise RuntimeError(f"LitServe not ready after {timeout:.0f}s:\n{server.output()}")
 
 
-def run_server(start, config, args) -> dict:
-    server, wait_for_ready = start(config)
-    try:
-        wait_for_ready(server)
-        asyncio.run(load(server.url, "/predict", args.clients, WARMUP_REQUESTS, args.seconds))
-        cpu_before = group_cpu_seconds(server.process.pid)
-        result = asyncio.run(load(server.url, "/predict", args.clients, args.requests, args.seconds))
-        result["per_cpu_s"] = result["count"] / (group_cpu_seconds(server.process.pid) - cpu_before)
-        return result
-    finally:
-        stop(server)
-
-
 async def load(url: str, path: str, clients: int, total: int, seconds: float) -> dict:
     host, port = url.removeprefix("http://").split(":")
     body = json.dumps({"input": SENTENCE}).encode()
@@ -180,14 +195,10 @@ async def load(url: str, path: str, clients: int, total: int, seconds: float) ->
     errors = [0]
     deadline = time.monotonic() + seconds
     started = time.perf_counter()
-    await asyncio.gather(*(client(host, int(port), request, budget, deadline, latencies, errors) for _ in range(clients)))
-    elapsed = time.perf_counter() - started
-    ordered = sorted(latencies)
-    return {
-        "count": len(latencies), "errors": errors[0], "seconds": elapsed, "rps": len(latencies) / elapsed,
-        "p50": statistics.median(ordered) * 1000 if ordered else 0,
-        "p99": ordered[int(len(ordered) * 0.99) - 1] * 1000 if ordered else 0,
-    }
+    clients_done = (client(host, int(port), request, budget, deadline, latencies, errors) for _ in range(clients))
+    await asyncio.gather(*clients_done)
+    return {"count": len(latencies), "errors": errors[0], "seconds": time.perf_counter() - started,
+            "latencies": latencies}
 
 
 async def client(host, port, request, budget, deadline, latencies, errors) -> None:

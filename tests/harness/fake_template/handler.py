@@ -1,0 +1,93 @@
+"""Tiny handlers that exercise every part of the harness contract; no model involved."""
+
+import os
+import time
+from pathlib import Path
+
+
+class NegativeInput(ValueError):
+    status_code = 422
+
+
+class Teapot(Exception):
+    status_code = 418
+
+
+class Doubler:
+    """predict() doubles numbers and reports the size of the batch each number was in."""
+
+    def setup(self) -> None:
+        self.seconds_per_batch = float(os.environ.get("SECONDS_PER_BATCH", "0"))
+
+    def parse(self, payload):
+        if not isinstance(payload, dict) or not isinstance(payload.get("x"), (int, float)):
+            raise ValueError('send {"x": <number>}')
+        return payload["x"]
+
+    def predict(self, batch: list) -> list:
+        time.sleep(self.seconds_per_batch)  # stands in for a model: lets the next batch fill up
+        return [
+            NegativeInput(f"{x} is negative") if x < 0 else {"doubled": x * 2, "batch_size": len(batch)} for x in batch
+        ]
+
+    def routes(self):
+        return [
+            ("GET", "/items/{item_id}", self.get_item),
+            ("POST", "/items", self.create_item),
+            ("POST", "/double-many", self.double_many),
+            ("POST", "/double-many-sync", self.double_many_sync),
+            ("GET", "/count", self.count),
+            ("GET", "/teapot", self.teapot),
+            ("GET", "/boom", self.boom),
+            ("GET", "/environment", self.environment),
+        ]
+
+    def get_item(self, call):
+        return {"id": call.path_params["item_id"], "query": call.query}
+
+    def create_item(self, call):
+        return 201, {"created": call.body}
+
+    async def double_many(self, call):
+        return [output["doubled"] for output in await call.apredict(call.body["xs"])]
+
+    def double_many_sync(self, call):
+        return [output["doubled"] for output in call.predict(call.body["xs"])]
+
+    def count(self, call):
+        for n in range(int(call.query.get("to", "3"))):
+            yield {"n": n}
+        yield "[DONE]"
+
+    def teapot(self, call):
+        raise Teapot("I am a teapot")
+
+    def boom(self, call):
+        raise RuntimeError("secret internal detail")
+
+    def environment(self, call):
+        environ = os.environ
+        return {"greeting": environ.get("INPUT_GREETING"), "loud": environ.get("INPUT_LOUD"), "device": self.device}
+
+
+class WrongLength(Doubler):
+    def predict(self, batch: list) -> list:
+        return batch[:-1]
+
+
+class SlowSetup(Doubler):
+    """setup() returns only once the test creates the file named by RELEASE_FILE."""
+
+    def setup(self) -> None:
+        release = Path(os.environ["RELEASE_FILE"])
+        deadline = time.monotonic() + 60
+        while not release.exists():
+            if time.monotonic() > deadline:
+                raise TimeoutError("the test never released setup()")
+            time.sleep(0.05)
+        super().setup()
+
+
+class CrashingSetup(Doubler):
+    def setup(self) -> None:
+        raise RuntimeError("model weights missing at /models/doubler.bin")

@@ -1,0 +1,109 @@
+"""DynamicBatcher in-process: standard library only, so these run in the hub's own environment."""
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from runners.harness.batching import BatchSizeMismatch, DynamicBatcher
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+async def serve(predict, inputs, *, max_batch_size, max_wait_ms, stagger_s=0.0):
+    sizes = []
+    with ThreadPoolExecutor(max_workers=1) as model_thread:
+        batcher = DynamicBatcher(predict, executor=model_thread, max_batch_size=max_batch_size,
+                                 max_wait_ms=max_wait_ms, observe_batch=lambda size, seconds: sizes.append(size))
+        batcher.start()
+
+        async def submit(index, item):
+            await asyncio.sleep(index * stagger_s)
+            return await batcher.submit(item)
+
+        results = await asyncio.gather(*(submit(i, item) for i, item in enumerate(inputs)), return_exceptions=True)
+        await batcher.stop()
+    return results, sizes
+
+
+def test_it_fills_batches_up_to_the_maximum():
+    results, sizes = run(serve(lambda batch: [x + 1 for x in batch], range(10), max_batch_size=4, max_wait_ms=50))
+
+    assert results == list(range(1, 11))
+    assert sizes == [4, 4, 2]
+
+
+def test_a_batch_closes_after_max_wait_even_if_not_full():
+    started = time.monotonic()
+    results, sizes = run(serve(lambda batch: batch, ["only"], max_batch_size=64, max_wait_ms=30))
+
+    assert results == ["only"] and sizes == [1]
+    assert 0.025 <= time.monotonic() - started < 1
+
+
+def test_zero_wait_still_takes_what_is_already_queued():
+    _, sizes = run(serve(lambda batch: batch, range(6), max_batch_size=8, max_wait_ms=0))
+
+    assert sum(sizes) == 6 and sizes[0] >= 1
+
+
+def test_requests_arriving_during_a_predict_form_the_next_batch():
+    def slow_predict(batch):
+        time.sleep(0.05)
+        return batch
+
+    _, sizes = run(serve(slow_predict, range(12), max_batch_size=16, max_wait_ms=1, stagger_s=0.01))
+
+    assert sizes[0] < 12 and max(sizes[1:]) > 1
+
+
+def test_predict_runs_off_the_event_loop_thread():
+    loop_thread = threading.get_ident()
+    seen = []
+    run(serve(lambda batch: seen.append(threading.get_ident()) or batch, [1], max_batch_size=1, max_wait_ms=0))
+
+    assert seen and seen[0] != loop_thread
+
+
+def test_a_wrong_number_of_outputs_fails_the_whole_batch():
+    results, _ = run(serve(lambda batch: batch[:1], [1, 2], max_batch_size=2, max_wait_ms=50))
+
+    assert all(isinstance(result, BatchSizeMismatch) for result in results)
+
+
+def test_an_exception_in_place_of_an_output_fails_only_that_input():
+    def predict(batch):
+        return [ValueError("negative") if x < 0 else x for x in batch]
+
+    results, sizes = run(serve(predict, [1, -1, 2], max_batch_size=3, max_wait_ms=50))
+
+    assert results[0] == 1 and results[2] == 2 and isinstance(results[1], ValueError)
+    assert sizes == [3]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("model on fire"), MemoryError()])
+def test_a_raising_predict_fails_every_input_of_its_batch(error):
+    def predict(batch):
+        raise error
+
+    results, _ = run(serve(predict, [1, 2], max_batch_size=2, max_wait_ms=50))
+
+    assert all(result is error for result in results)
+
+
+def test_inputs_that_waited_during_a_predict_do_not_wait_again():
+    calls = []
+
+    def slow_predict(batch):
+        calls.append(time.monotonic())
+        time.sleep(0.1)
+        return batch
+
+    run(serve(slow_predict, ["first", "second"], max_batch_size=8, max_wait_ms=50, stagger_s=0.06))
+
+    assert len(calls) == 2
+    assert calls[1] - calls[0] < 0.1 + 0.03  # "second" arrived 60 ms in, past its 50 ms wait: no second wait
