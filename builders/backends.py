@@ -14,7 +14,7 @@ import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
 from .errors import BuildFailed
-from .render import BuildContext
+from .render import LABEL_ARGS, BuildContext
 
 Log = Callable[[str], None]
 
@@ -41,9 +41,11 @@ class DockerBackend:
 
     name = "docker"
 
-    def __init__(self, base_url: str | None = None, registry: str | None = None, timeout: int = 1800):
+    def __init__(self, base_url: str | None = None, registry: str | None = None, timeout: int = 1800, no_cache: bool = False):
         self.client = docker.DockerClient(base_url=base_url, timeout=timeout) if base_url else docker.from_env(timeout=timeout)
         self.registry = registry.rstrip("/") if registry else None
+        # Rebuild every layer (an operator's "from scratch"); cache hits by key still apply.
+        self.no_cache = no_cache
 
     def base_image_id(self, base_image: str) -> str:
         try:
@@ -62,22 +64,31 @@ class DockerBackend:
         return BuiltImage(reference=reference, digest=image.id)
 
     def build(self, context: BuildContext, *, reference: str, labels: dict[str, str], log: Log) -> BuiltImage:
+        if self.no_cache or self.find(context.deps_image) is None:
+            log(f"building the dependencies image {context.deps_image}")
+            self._build(context.deps_path, context.deps_image, {}, log)
+        else:
+            log(f"reusing the dependencies image {context.deps_image}: same base image and lock")
+        build_args = {arg: labels.get(label, "") for label, arg in LABEL_ARGS.items()}
+        image = self._build(context.app_path, reference, build_args, log)
+        if self.registry:
+            return self._push(image, reference, log)
+        return BuiltImage(reference=reference, digest=image.id)
+
+    def _build(self, path, tag: str, build_args: dict[str, str], log: Log):
         try:
             stream = self.client.api.build(
-                path=str(context.path), tag=reference, labels=labels, network_mode="none",
-                rm=True, forcerm=True, pull=False, decode=True,
+                path=str(path), tag=tag, buildargs=build_args, network_mode="none",
+                rm=True, forcerm=True, pull=False, decode=True, nocache=self.no_cache,
             )
             for chunk in stream:
                 if "error" in chunk:
                     raise BuildFailed(_build_error(chunk["error"]))
                 if chunk.get("stream"):
                     log(chunk["stream"].rstrip("\n"))
-            image = self.client.images.get(reference)
+            return self.client.images.get(tag)
         except (APIError, BuildError, DockerException) as exc:
             raise BuildFailed(f"the Docker Engine failed the build: {exc}") from None
-        if self.registry:
-            return self._push(image, reference, log)
-        return BuiltImage(reference=reference, digest=image.id)
 
     def _push(self, image, reference: str, log: Log) -> BuiltImage:
         repository, tag = reference.rsplit(":", 1)
@@ -141,8 +152,8 @@ class VenvBackend:
         result = subprocess.run(
             [
                 str(scratch / "venv" / "bin" / "python"), "-m", "pip", "install", "--no-index", "--require-hashes",
-                "--disable-pip-version-check", "--find-links", str(context.path / "wheels"),
-                "-r", str(context.path / "requirements.lock"),
+                "--disable-pip-version-check", "--find-links", str(context.deps_path / "wheels"),
+                "-r", str(context.deps_path / "requirements.lock"),
             ],
             capture_output=True,
             text=True,
@@ -151,7 +162,7 @@ class VenvBackend:
         if result.returncode != 0:
             raise BuildFailed(f"installing the locked wheels failed: {result.stderr.strip()[-1000:]}")
         for part in ("harness", "template"):
-            shutil.copytree(context.path / part, scratch / part)
+            shutil.copytree(context.app_path / part, scratch / part)
 
     def _folder(self, reference: str) -> Path:
         # reference: "venv://<name>:<cache key>"

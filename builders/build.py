@@ -68,6 +68,7 @@ def build_execute(
         log(f"cache hit: {reference} was built from the same bundle, base image, renderer and lock")
         return BuildOutcome(found, cache_key, True, lock, time.monotonic() - started)
     labels = {**request.labels, "io.aihub.cache-key": cache_key, "io.aihub.renderer-version": RENDERER_VERSION}
+    log(f"building {reference}")
     with tempfile.TemporaryDirectory(prefix="hub-context-") as scratch:
         context = build_context_render(
             manifest=request.manifest,
@@ -76,7 +77,8 @@ def build_execute(
             wheelhouse=wheelhouse,
             harness_dir=harness_dir,
             base_image=request.base_image,
-            out=Path(scratch) / "context",
+            base_image_id=base_id,
+            out=Path(scratch),
         )
         image = backend.build(context, reference=reference, labels=labels, log=log)
     return BuildOutcome(image, cache_key, False, lock, time.monotonic() - started)

@@ -1,12 +1,18 @@
-"""Manifest + bundle → a Docker build context. The Dockerfile comes from a sandboxed
-Jinja2 template with strict undefined, and every value that reaches it is checked
-again here: a publisher's string never becomes a Dockerfile instruction."""
+"""Manifest + bundle → two Docker build contexts. The dependencies image (base, venv,
+locked wheels) is keyed by the lock alone and shared by every version with the same
+lock; the app image adds the harness and the template on top of it, so a code-only
+change sends a small context and rebuilds one layer.
 
+Dockerfiles come from a sandboxed Jinja2 template with strict undefined, and every
+value that reaches one is checked again here: a publisher's string never becomes a
+Dockerfile instruction. Labels travel as build arguments, never as Dockerfile text."""
+
+import hashlib
 import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from jinja2 import StrictUndefined
@@ -15,41 +21,62 @@ from jinja2.sandbox import SandboxedEnvironment
 from .errors import BuildFailed
 from .wheelhouse import LockedWheel, Wheelhouse
 
-# Part of every cache key: bump it whenever the Dockerfile or the context layout changes.
-RENDERER_VERSION = "1"
+# Part of every cache key: bump it whenever a Dockerfile or the context layout changes.
+RENDERER_VERSION = "2"
 APP_USER = "65532:65532"
 HARNESS_PACKAGE = "harness"
+# The labels every image carries; their values arrive as build arguments.
+LABEL_ARGS = {
+    "org.opencontainers.image.title": "HUB_TITLE",
+    "org.opencontainers.image.description": "HUB_DESCRIPTION",
+    "org.opencontainers.image.version": "HUB_VERSION",
+    "org.opencontainers.image.revision": "HUB_REVISION",
+    "org.opencontainers.image.source": "HUB_SOURCE",
+    "org.opencontainers.image.licenses": "HUB_LICENSES",
+    "org.opencontainers.image.vendor": "HUB_VENDOR",
+    "io.aihub.template": "HUB_TEMPLATE",
+    "io.aihub.bundle-sha256": "HUB_BUNDLE_SHA256",
+    "io.aihub.cache-key": "HUB_CACHE_KEY",
+    "io.aihub.renderer-version": "HUB_RENDERER_VERSION",
+}
 
 _SAFE_WORD = re.compile(r"[A-Za-z0-9_./:=@%+,-]{1,200}")
 _SAFE_IMAGE = re.compile(r"[a-z0-9][a-z0-9._/:@-]{0,254}")
 
-DOCKERFILE = """\
+DEPS_DOCKERFILE = """\
 FROM {{ base_image }}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \\
     PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp
 RUN python3 -m venv /opt/venv
-{% if has_debs %}
-COPY debs/ /tmp/debs/
-RUN dpkg -i /tmp/debs/*.deb && rm -rf /tmp/debs
-{% endif %}
 COPY requirements.lock wheels/ /tmp/wheels/
 RUN pip install --no-index --require-hashes --find-links /tmp/wheels -r /tmp/wheels/requirements.lock \\
     && rm -rf /tmp/wheels
+"""
+
+APP_DOCKERFILE = """\
+FROM {{ deps_image }}
 COPY {{ harness_package }}/ /opt/hub/{{ harness_package }}/
-COPY template/ /opt/hub/template/
-WORKDIR /opt/hub/template
 ENV PYTHONPATH=/opt/hub
 USER {{ user }}
 {% if port %}EXPOSE {{ port }}
 {% endif %}ENTRYPOINT {{ entrypoint | exec_form }}
+COPY template/ /opt/hub/template/
+WORKDIR /opt/hub/template
+ARG{% for label, arg in labels %} {{ arg }}{% endfor %}
+LABEL{% for label, arg in labels %} {{ label }}="${{ '{' }}{{ arg }}{{ '}' }}"{% endfor %}
 """
 
 
 @dataclass(frozen=True)
 class BuildContext:
-    path: Path
-    dockerfile: str
+    deps_path: Path
+    app_path: Path
+    deps_key: str
     lock: list[LockedWheel]
+
+    @property
+    def deps_image(self) -> str:
+        return f"aihub-deps:{self.deps_key[:32]}"
 
 
 def _exec_form(words: list[str]) -> str:
@@ -61,31 +88,41 @@ def _exec_form(words: list[str]) -> str:
 
 _environment = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, keep_trailing_newline=True)
 _environment.filters["exec_form"] = _exec_form
-_dockerfile_template = _environment.from_string(DOCKERFILE)
+_deps_template = _environment.from_string(DEPS_DOCKERFILE)
+_app_template = _environment.from_string(APP_DOCKERFILE)
+
+
+def _image(reference: str) -> str:
+    if not _SAFE_IMAGE.fullmatch(reference):
+        raise BuildFailed(f"the image name {reference!r} is not a plain image reference")
+    return reference
 
 
 def entrypoint_for(manifest: dict) -> list[str]:
-    serve = manifest.get("serve")
     if manifest["kind"] == "job":
         return list(manifest["job"]["command"])
-    return [
-        "python", "-m", HARNESS_PACKAGE, "--template-dir", "/opt/hub/template",
-        "--host", "0.0.0.0", "--port", str(int(serve["port"])),
-    ]
+    port = str(int(manifest["serve"]["port"]))
+    return ["python", "-m", HARNESS_PACKAGE, "--template-dir", "/opt/hub/template", "--host", "0.0.0.0", "--port", port]
 
 
-def dockerfile_render(*, manifest: dict, base_image: str, has_debs: bool = False) -> str:
-    if not _SAFE_IMAGE.fullmatch(base_image):
-        raise BuildFailed(f"the base image name {base_image!r} is not a plain image reference")
-    serve = manifest.get("serve") or {}
-    return _dockerfile_template.render(
-        base_image=base_image,
-        has_debs=has_debs,
+def deps_dockerfile_render(*, base_image: str) -> str:
+    return _deps_template.render(base_image=_image(base_image))
+
+
+def app_dockerfile_render(*, manifest: dict, deps_image: str) -> str:
+    return _app_template.render(
+        deps_image=_image(deps_image),
         harness_package=HARNESS_PACKAGE,
         user=APP_USER,
-        port=int(serve["port"]) if manifest["kind"] == "service" else None,
+        port=int(manifest["serve"]["port"]) if manifest["kind"] == "service" else None,
         entrypoint=entrypoint_for(manifest),
+        labels=sorted(LABEL_ARGS.items()),
     )
+
+
+def deps_key_for(*, base_image_id: str, lock: list[LockedWheel]) -> str:
+    material = {"base_image": base_image_id, "renderer": RENDERER_VERSION, "lock": [asdict(w) for w in lock]}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
 def build_context_render(
@@ -96,28 +133,38 @@ def build_context_render(
     wheelhouse: Wheelhouse,
     harness_dir: Path,
     base_image: str,
+    base_image_id: str,
     out: Path,
 ) -> BuildContext:
-    """Lay out `out` as a build context: wheels and their hashed lock first (a layer
-    that only changes with the dependencies), then the harness, then the template."""
-    out.mkdir(parents=True, exist_ok=True)
-    wheels = out / "wheels"
-    wheels.mkdir()
-    for wheel in lock:
+    context = BuildContext(
+        deps_path=out / "deps", app_path=out / "app", deps_key=deps_key_for(base_image_id=base_image_id, lock=lock), lock=lock
+    )
+    _render_deps(context, wheelhouse, base_image)
+    _render_app(context, manifest, template_dir, harness_dir)
+    return context
+
+
+def _render_deps(context: BuildContext, wheelhouse: Wheelhouse, base_image: str) -> None:
+    wheels = context.deps_path / "wheels"
+    wheels.mkdir(parents=True)
+    for wheel in context.lock:
         shutil.copy2(wheelhouse.path_of(wheel), wheels / wheel.filename)
-    (out / "requirements.lock").write_text("".join(f"{wheel.requirement_line()}\n" for wheel in lock))
-    shutil.copytree(harness_dir, out / HARNESS_PACKAGE, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "testing.py"))
-    shutil.copytree(template_dir, out / "template", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    dockerfile = dockerfile_render(manifest=manifest, base_image=base_image)
-    (out / "Dockerfile").write_text(dockerfile)
-    (out / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
-    _zero_times(out)
-    return BuildContext(path=out, dockerfile=dockerfile, lock=lock)
+    (context.deps_path / "requirements.lock").write_text("".join(f"{w.requirement_line()}\n" for w in context.lock))
+    (context.deps_path / "Dockerfile").write_text(deps_dockerfile_render(base_image=base_image))
+    _normalise(context.deps_path)
 
 
-def _zero_times(root: Path) -> None:
-    # The classic builder hashes file metadata with contents; fixed times keep an
-    # unchanged layer's cache key unchanged across renders.
+def _render_app(context: BuildContext, manifest: dict, template_dir: Path, harness_dir: Path) -> None:
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "testing.py")
+    shutil.copytree(harness_dir, context.app_path / HARNESS_PACKAGE, ignore=ignore)
+    shutil.copytree(template_dir, context.app_path / "template", ignore=ignore)
+    (context.app_path / "Dockerfile").write_text(app_dockerfile_render(manifest=manifest, deps_image=context.deps_image))
+    _normalise(context.app_path)
+
+
+def _normalise(root: Path) -> None:
+    (root / ".dockerignore").write_text("Dockerfile\n.dockerignore\n")
+    # Fixed modes and times: an unchanged layer's cache key stays unchanged across renders.
     for path in [root, *root.rglob("*")]:
         path.chmod(0o755 if path.is_dir() or path.stat().st_mode & 0o111 else 0o644)
         os.utime(path, (0, 0), follow_symlinks=False)

@@ -159,6 +159,7 @@ CACHES = {
 BUILD_BACKEND = env_str("BUILD_BACKEND", "auto")
 BUILD_BASE_IMAGE = env_str("BUILD_BASE_IMAGE", "python:3.11-slim")
 BUILD_REGISTRY = env_str("BUILD_REGISTRY", "")
+BUILD_NO_CACHE = env_bool("BUILD_NO_CACHE", False)
 BUILD_TIMEOUT_SECONDS = env_int("BUILD_TIMEOUT_SECONDS", 3600, minimum=60)
 BUILD_ON_PUBLISH = env_bool("BUILD_ON_PUBLISH", False)
 WHEELHOUSE_DIR = Path(env_str("WHEELHOUSE_DIR", str(VAR_DIR / "wheelhouse")))

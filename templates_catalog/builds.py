@@ -42,7 +42,7 @@ def build_backend() -> BuildBackend:
     if choice == "auto":
         choice = "docker" if docker_engine_answers() else "venv"
     if choice == "docker":
-        return DockerBackend(registry=settings.BUILD_REGISTRY or None)
+        return DockerBackend(registry=settings.BUILD_REGISTRY or None, no_cache=settings.BUILD_NO_CACHE)
     if choice == "venv":
         return VenvBackend(settings.VAR_DIR / "venvs")
     return import_string(choice)()

@@ -5,10 +5,15 @@ import pytest
 from jinja2 import UndefinedError
 
 from builders.errors import BuildFailed
-from builders.render import _dockerfile_template, dockerfile_render
+from builders.render import _app_template, app_dockerfile_render, deps_dockerfile_render
 
 SERVICE = {"kind": "service", "serve": {"handler": "handler:Echo", "port": 8080}}
 JOB = {"kind": "job", "job": {"command": ["python", "-m", "train"]}}
+
+
+def dockerfile_render(*, manifest: dict, base_image: str) -> str:
+    deps = deps_dockerfile_render(base_image=base_image)
+    return deps + app_dockerfile_render(manifest=manifest, deps_image="aihub-deps:0123")
 
 
 def test_layers_go_from_rarely_to_often_changed():
@@ -17,14 +22,19 @@ def test_layers_go_from_rarely_to_often_changed():
         dockerfile.index("FROM hub-base:bookworm"),
         dockerfile.index("COPY requirements.lock wheels/"),
         dockerfile.index("RUN pip install --no-index --require-hashes"),
+        dockerfile.index("FROM aihub-deps:0123"),
         dockerfile.index("COPY harness/"),
-        dockerfile.index("COPY template/"),
         dockerfile.index("USER 65532:65532"),
+        dockerfile.index('ENTRYPOINT ["python", "-m", "harness", "--template-dir", "/opt/hub/template", "--host", "0.0.0.0", "--port", "8080"]'),
+        dockerfile.index("COPY template/"),
+        dockerfile.index('LABEL io.aihub.bundle-sha256="${HUB_BUNDLE_SHA256}"'),
     ]
     assert order == sorted(order)
-    assert dockerfile.rstrip().endswith(
-        'ENTRYPOINT ["python", "-m", "harness", "--template-dir", "/opt/hub/template", "--host", "0.0.0.0", "--port", "8080"]'
-    )
+
+
+def test_labels_are_build_arguments_never_dockerfile_text():
+    dockerfile = app_dockerfile_render(manifest=SERVICE, deps_image="aihub-deps:0123")
+    assert " HUB_TITLE " in dockerfile.split("\nARG ")[1].split("\n")[0] and 'org.opencontainers.image.title="${HUB_TITLE}"' in dockerfile
 
 
 def test_a_job_runs_its_command_in_exec_form_without_a_shell():
@@ -49,7 +59,7 @@ def test_a_command_word_that_is_not_plain_never_reaches_the_dockerfile(command):
 
 @pytest.mark.parametrize("base_image", ["hub-base\nRUN id", "hub base", "HUB:Upper", "x;rm"])
 def test_a_base_image_that_is_not_a_plain_reference_is_refused(base_image):
-    with pytest.raises(BuildFailed, match="not a plain image reference"):
+    with pytest.raises(BuildFailed, match="is not a plain image reference"):
         dockerfile_render(manifest=SERVICE, base_image=base_image)
 
 
@@ -64,10 +74,10 @@ def test_the_handler_and_port_never_appear_as_text_from_the_manifest():
 
 def test_strict_undefined_refuses_to_render_a_missing_value():
     with pytest.raises(UndefinedError):
-        _dockerfile_template.render(base_image="b")
+        _app_template.render(deps_image="b")
 
 
 def test_the_template_runs_sandboxed():
     from jinja2.sandbox import SandboxedEnvironment
 
-    assert isinstance(_dockerfile_template.environment, SandboxedEnvironment)
+    assert isinstance(_app_template.environment, SandboxedEnvironment)

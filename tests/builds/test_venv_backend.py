@@ -1,0 +1,84 @@
+"""The venv backend, for machines without an engine: the same locked wheels, installed
+with no index, and the template served from it by the harness."""
+
+import os
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from builders.backends import VenvBackend
+from templates_catalog.builds import build_request, build_run
+
+
+@pytest.fixture
+def venv_settings(build_settings, tmp_path):
+    build_settings.BUILD_BACKEND = "venv"
+    build_settings.VAR_DIR = tmp_path / "var"
+    from templates_catalog import builds
+
+    builds.build_backend.cache_clear()
+    return build_settings
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_a_template_builds_into_a_venv_and_serves_from_it(db, venv_settings, echo_template):
+    build = build_run(build_id=build_request(version=echo_template()).pk)
+
+    assert build.status == "succeeded", build.error + build.log_tail()
+    assert build.backend == "venv" and build.image_reference.startswith("venv://aihub/echo:")
+    folder = VenvBackend(venv_settings.VAR_DIR / "venvs")._folder(build.image_reference)
+    installed = subprocess.run([str(folder / "venv/bin/python"), "-m", "pip", "freeze"], capture_output=True, text=True).stdout
+    assert "six==1.16.0" in installed and "starlette==" in installed
+
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(folder / "venv/bin/python"), "-m", "harness", "--template-dir", str(folder / "template"), "--port", str(port)],
+        env={**os.environ, "PYTHONPATH": str(folder)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        answer = _wait_for_ready(port, server)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=b'"hi"', headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert b'"echo":"hi"' in response.read().replace(b" ", b"")
+        assert answer == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+    again = build_run(build_id=build_request(version=build.version).pk)
+    assert again.cache_hit and again.image_reference == build.image_reference
+
+
+def _wait_for_ready(port: int, server: subprocess.Popen) -> int:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(server.stderr.read().decode()[-2000:])
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
+                return response.status
+        except OSError:
+            time.sleep(0.2)
+    pytest.fail("the venv-built template never became ready")
+    return 0
+
+
+def test_the_venv_backend_needs_no_docker(db, venv_settings, echo_template, monkeypatch):
+    import docker
+
+    monkeypatch.setattr(docker, "from_env", lambda *a, **k: pytest.fail("the venv backend must not touch Docker"))
+    build = build_run(build_id=build_request(version=echo_template(name="no-docker")).pk)
+    assert build.status == "succeeded", build.error
+    assert Path(build.image_reference.removeprefix("venv://")).name
