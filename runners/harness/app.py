@@ -278,14 +278,20 @@ def _status_of(exc: BaseException) -> int:
     return status if isinstance(status, int) and 400 <= status < 600 else 500
 
 
+def _deliberate(exc: BaseException) -> bool:
+    """Raised on purpose with a status (a Problem, or any exception carrying a valid
+    `status_code`): its message is meant for the caller. Anything else stays in the log."""
+    return isinstance(exc, Problem) or getattr(exc, "status_code", None) == _status_of(exc)
+
+
 def _error_body(status: int, exc: BaseException) -> dict:
-    message = str(exc) if status < 500 or isinstance(exc, Problem) else "internal error: see the service's log"
+    message = str(exc) if status < 500 or _deliberate(exc) else "internal error: see the service's log"
     kind = "invalid_request_error" if status < 500 else "server_error"
     return {"error": {"message": message, "type": kind, "code": status}}
 
 
 def _error_response(exc: BaseException) -> JSONResponse:
     status = _status_of(exc)
-    if status >= 500 and not isinstance(exc, Problem):
+    if status >= 500 and not _deliberate(exc):
         log.error("request failed", exc_info=exc)
     return JSONResponse(_error_body(status, exc), status_code=status)

@@ -106,6 +106,7 @@ def test_handler_errors_map_to_statuses(serve_fake):
         invalid = server.post_json("/predict", {"y": 1})
         teapot = server.get_json("/teapot")
         boom = server.get_json("/boom")
+        upstream = server.get_json("/upstream")
         log = server.output()
 
     expected = {"error": {"message": 'send {"x": <number>}', "type": "invalid_request_error", "code": 422}}
@@ -113,6 +114,8 @@ def test_handler_errors_map_to_statuses(serve_fake):
     assert teapot[0] == 418 and teapot[1]["error"]["message"] == "I am a teapot"
     assert boom[0] == 500 and "secret" not in json.dumps(boom[1])
     assert "secret internal detail" in log  # the traceback goes to the log, not to the client
+    # A 5xx raised on purpose (with a status_code) is meant for the caller, as documented.
+    assert upstream == (502, {"error": {"message": "the embeddings service at EMBEDDINGS_URL did not answer", "type": "server_error", "code": 502}})
 
 
 def test_a_predict_of_the_wrong_length_is_a_500(serve_fake):

@@ -13,6 +13,10 @@ class Teapot(Exception):
     status_code = 418
 
 
+class UpstreamDown(Exception):
+    status_code = 502
+
+
 class Doubler:
     """predict() doubles numbers and reports the size of the batch each number was in."""
 
@@ -39,6 +43,7 @@ class Doubler:
             ("GET", "/count", self.count),
             ("GET", "/teapot", self.teapot),
             ("GET", "/boom", self.boom),
+            ("GET", "/upstream", self.upstream),
             ("GET", "/environment", self.environment),
         ]
 
@@ -61,6 +66,9 @@ class Doubler:
 
     def teapot(self, call):
         raise Teapot("I am a teapot")
+
+    def upstream(self, call):
+        raise UpstreamDown("the embeddings service at EMBEDDINGS_URL did not answer")
 
     def boom(self, call):
         raise RuntimeError("secret internal detail")
