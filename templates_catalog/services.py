@@ -106,16 +106,21 @@ def template_version_publish(
         if existing is not None:
             return PublishResult(version=existing, created=False)
         spooled.seek(0)
-        return _publish_new(
-            publisher=publisher,
-            manifest=manifest,
-            contents=contents,
-            blob=spooled,
-            sha256=sha256,
-            size=size,
-            published_by=published_by,
-            visibility=visibility,
-        )
+        candidate = _Candidate(publisher, manifest, contents, sha256, size, published_by, visibility)
+        return _publish_new(candidate, blob=spooled)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A checked bundle on its way to becoming a version."""
+
+    publisher: Publisher
+    manifest: Manifest
+    contents: BundleContents
+    sha256: str
+    size: int
+    published_by: AbstractBaseUser | None
+    visibility: str
 
 
 def _existing_version(manifest: Manifest, sha256: str, publisher: Publisher) -> TemplateVersion | None:
@@ -143,19 +148,9 @@ def _existing_version(manifest: Manifest, sha256: str, publisher: Publisher) -> 
     )
 
 
-def _publish_new(
-    *,
-    publisher: Publisher,
-    manifest: Manifest,
-    contents: BundleContents,
-    blob: BinaryIO,
-    sha256: str,
-    size: int,
-    published_by: AbstractBaseUser | None,
-    visibility: str,
-) -> PublishResult:
+def _publish_new(candidate: _Candidate, *, blob: BinaryIO) -> PublishResult:
     storage = storages["artifacts"]
-    path = bundle_storage_path(sha256)
+    path = bundle_storage_path(candidate.sha256)
     blob_is_new = not storage.exists(path)
     if blob_is_new:
         saved = storage.save(path, File(blob, name=path))
@@ -164,20 +159,11 @@ def _publish_new(
             raise RuntimeError(f"artifact storage renamed {path} to {saved}; it must store by digest")
     try:
         with transaction.atomic():
-            version = _create_version_rows(
-                publisher=publisher,
-                manifest=manifest,
-                contents=contents,
-                sha256=sha256,
-                size=size,
-                path=path,
-                published_by=published_by,
-                visibility=visibility,
-            )
+            version = _create_version_rows(candidate, path=path)
     except IntegrityError:
         # Someone published the same version at the same moment: answer as if they were first.
         _forget_blob(storage, path, blob_is_new)
-        existing = _existing_version(manifest, sha256, publisher)
+        existing = _existing_version(candidate.manifest, candidate.sha256, candidate.publisher)
         if existing is None:
             raise
         return PublishResult(version=existing, created=False)
@@ -187,7 +173,7 @@ def _publish_new(
     if settings.BUILD_ON_PUBLISH:
         from .builds import build_request  # builds depends on this module
 
-        build_request(version=version, requested_by=published_by)
+        build_request(version=version, requested_by=candidate.published_by)
     return PublishResult(version=version, created=True)
 
 
@@ -196,19 +182,10 @@ def _forget_blob(storage, path: str, blob_is_new: bool) -> None:
         storage.delete(path)
 
 
-def _create_version_rows(
-    *,
-    publisher: Publisher,
-    manifest: Manifest,
-    contents: BundleContents,
-    sha256: str,
-    size: int,
-    path: str,
-    published_by: AbstractBaseUser | None,
-    visibility: str,
-) -> TemplateVersion:
-    template = _template_for(publisher=publisher, manifest=manifest, visibility=visibility)
-    requirements = _resolve_requirements(manifest, publisher)
+def _create_version_rows(candidate: _Candidate, *, path: str) -> TemplateVersion:
+    manifest = candidate.manifest
+    template = _template_for(publisher=candidate.publisher, manifest=manifest, visibility=candidate.visibility)
+    requirements = _resolve_requirements(manifest, candidate.publisher)
     semver = SemVer.parse(manifest.version)
     version = TemplateVersion.objects.create(
         template=template,
@@ -218,12 +195,12 @@ def _create_version_rows(
         patch=semver.patch,
         prerelease=semver.prerelease,
         manifest=manifest.model_dump(mode="json", by_alias=True),
-        bundle_sha256=sha256,
-        bundle_size=size,
+        bundle_sha256=candidate.sha256,
+        bundle_size=candidate.size,
         bundle_path=path,
-        readme=contents.readme,
-        readme_html=readme_to_html(contents.readme),
-        published_by=published_by,
+        readme=candidate.contents.readme,
+        readme_html=readme_to_html(candidate.contents.readme),
+        published_by=candidate.published_by,
     )
     VersionRequirement.objects.bulk_create(
         VersionRequirement(version=version, template=required, version_range=item.version, alias=item.alias)

@@ -9,7 +9,6 @@ from django.views.decorators.http import require_GET, require_POST
 from builders.errors import BuildFailed
 
 from .builds import build_request
-
 from .filters import TemplateFilter
 from .manifest import Tier
 from .models import TemplateVersion

@@ -10,15 +10,7 @@ from django.urls import reverse
 from templates_catalog.models import ApiToken, Template, TemplateVersion
 from templates_catalog.services import api_token_create
 
-from ..catalog.conftest import (  # noqa: F401 - shared fixtures
-    artifact_root,
-    bundle_bytes,
-    manifest_data,
-    other_publisher,
-    publish,
-    publisher,
-    user_factory,
-)
+from ..factories import manifest_data
 
 
 @pytest.fixture(autouse=True)

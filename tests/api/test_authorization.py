@@ -8,7 +8,7 @@ from django.utils import timezone
 from templates_catalog.models import ApiToken
 from templates_catalog.services import api_token_create, api_token_revoke
 
-from .conftest import bundle_bytes
+from ..factories import bundle_bytes
 
 OWNER, OTHER, READ_ONLY, SCOPED_ELSEWHERE, REVOKED, EXPIRED, ANONYMOUS = (
     "owner", "other publisher", "read-only", "scoped elsewhere", "revoked", "expired", "anonymous",

@@ -1,7 +1,6 @@
 """Bundles are stored by digest, and a failed publish leaves neither a row nor a blob."""
 
 import io
-import socket
 import subprocess
 import sys
 import time
@@ -14,11 +13,13 @@ from templates_catalog import services
 from templates_catalog.models import TemplateVersion
 from templates_catalog.services import template_version_publish
 
-from .conftest import bundle_bytes, catalog_state
+from ..factories import bundle_bytes
+from ..netutil import free_port, wait_for_port
+from .conftest import catalog_state
 
 
 def test_a_failure_after_the_blob_write_leaves_nothing(publisher, tmp_path, artifact_root, monkeypatch):
-    def fail_after_the_blob_is_written(**kwargs):
+    def fail_after_the_blob_is_written(candidate, **kwargs):
         assert any(artifact_root.rglob("*.tar.gz")), "the blob should be written before the rows"
         raise RuntimeError("database went away")
 
@@ -50,36 +51,25 @@ def test_a_blob_shared_with_an_existing_version_is_never_deleted(publisher, tmp_
     assert stored
 
     monkeypatch.setattr(services, "_existing_version", lambda *args: None)  # pretend it is new
-    monkeypatch.setattr(services, "_create_version_rows", lambda **kwargs: (_ for _ in ()).throw(RuntimeError("boom")))
+    monkeypatch.setattr(services, "_create_version_rows", lambda *args, **kwargs: (_ for _ in ()).throw(RuntimeError("boom")))
     with pytest.raises(RuntimeError):
         template_version_publish(publisher=publisher, bundle=io.BytesIO(raw))
 
     assert catalog_state(artifact_root)[2] == stored
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def s3_endpoint():
     """moto's standalone server: a real S3-compatible HTTP endpoint that boto3 talks to."""
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
+    if not wait_for_port(port):
         server.kill()
         pytest.fail("moto server did not start")
     yield f"http://127.0.0.1:{port}"
@@ -124,7 +114,7 @@ def test_a_failed_publish_leaves_no_object_in_the_bucket(publisher, tmp_path, s3
     s3, bucket = s3_artifacts
     written = []
 
-    def fail_after_the_blob_is_written(**kwargs):
+    def fail_after_the_blob_is_written(candidate, **kwargs):
         written.extend(_keys(s3, bucket))
         raise RuntimeError("database went away")
 

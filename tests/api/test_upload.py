@@ -3,7 +3,8 @@ import pytest
 from templates_catalog.models import Template, TemplateVersion
 from templates_catalog.services import template_version_yank
 
-from .conftest import bundle_bytes, catalog_state
+from ..factories import bundle_bytes
+from .conftest import catalog_state
 
 
 def test_it_publishes_a_new_version(upload, owner_token, tmp_path, artifact_root):

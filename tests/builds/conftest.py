@@ -11,7 +11,7 @@ from templates_catalog import builds
 from templates_catalog.bundles import bundle_pack
 from templates_catalog.services import template_version_publish
 
-from ..catalog.conftest import artifact_root, manifest_data, publisher, user_factory  # noqa: F401 - shared fixtures
+from ..factories import manifest_data
 
 BASE_IMAGE = os.environ.get("HUB_TEST_BASE_IMAGE", "hub-base:bookworm")
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,6 +1,5 @@
 """Builds against the real Docker Engine (CI installs and starts one)."""
 
-import socket
 import subprocess
 import time
 
@@ -12,6 +11,7 @@ from builders.backends import DockerBackend
 from templates_catalog.builds import build_request, build_run
 from templates_catalog.models import Build, TemplateVersion
 
+from ..netutil import free_port, wait_for_port
 from .conftest import HANDLER
 
 
@@ -49,16 +49,12 @@ def test_a_fixture_template_builds_and_serves_hardened(db, docker_client, build_
     })
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _assert_serves_hardened(client, reference: str, env: dict) -> None:
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     container = client.containers.run(
         reference, detach=True, environment=env, ports={"8080/tcp": ("127.0.0.1", port)},
         read_only=True, tmpfs={"/tmp": "size=64m"}, cap_drop=["ALL"], security_opt=["no-new-privileges"],
@@ -129,7 +125,7 @@ def test_two_requests_for_the_same_version_make_one_build(db, build_settings, ec
 
 @pytest.fixture
 def registry(tmp_path):
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "registry.yml"
     config.write_text(yaml.safe_dump({
         "version": 0.1,
@@ -137,13 +133,9 @@ def registry(tmp_path):
         "http": {"addr": f"127.0.0.1:{port}"},
     }))
     process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            time.sleep(0.2)
+    if not wait_for_port(port, 20):
+        process.kill()
+        pytest.fail("docker-registry did not start")
     yield f"127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=10)

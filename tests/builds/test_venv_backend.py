@@ -12,6 +12,8 @@ import pytest
 from builders.backends import VenvBackend
 from templates_catalog.builds import build_request, build_run
 
+from ..netutil import free_port
+
 
 @pytest.fixture
 def venv_settings(build_settings, tmp_path):
@@ -23,14 +25,6 @@ def venv_settings(build_settings, tmp_path):
     return build_settings
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def test_a_template_builds_into_a_venv_and_serves_from_it(db, venv_settings, echo_template):
     build = build_run(build_id=build_request(version=echo_template()).pk)
 
@@ -40,7 +34,7 @@ def test_a_template_builds_into_a_venv_and_serves_from_it(db, venv_settings, ech
     installed = subprocess.run([str(folder / "venv/bin/python"), "-m", "pip", "freeze"], capture_output=True, text=True).stdout
     assert "six==1.16.0" in installed and "starlette==" in installed
 
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [str(folder / "venv/bin/python"), "-m", "harness", "--template-dir", str(folder / "template"), "--port", str(port)],
         env={**os.environ, "PYTHONPATH": str(folder)},

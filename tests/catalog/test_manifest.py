@@ -8,7 +8,7 @@ import yaml
 from templates_catalog.manifest import ManifestInvalid, manifest_from_bytes, manifest_from_data
 from templates_catalog.manifest.parser import SCHEMA_FILE, manifest_json_schema_text
 
-from .conftest import manifest_data
+from ..factories import manifest_data
 
 JOB = {"kind": "job", "serve": None, "job": {"command": ["python", "-m", "train"]}}
 

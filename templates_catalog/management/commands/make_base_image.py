@@ -1,8 +1,8 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from builders.base_image import DEFAULT_MIRROR, base_image_make
 from builders.backends import docker_engine_answers
+from builders.base_image import DEFAULT_MIRROR, base_image_make
 
 
 class Command(BaseCommand):

@@ -1,14 +1,15 @@
+"""Fixtures every test package shares: users, publishers, publishing, artifact storage."""
+
 import io
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from django.contrib.auth import get_user_model
 
-from templates_catalog.bundles import bundle_pack
 from templates_catalog.models import Publisher, TemplateVersion
 from templates_catalog.services import publisher_create, template_version_publish
+
+from .factories import bundle_bytes
 
 
 @pytest.fixture(autouse=True)
@@ -20,34 +21,6 @@ def artifact_root(tmp_path, settings):
         "OPTIONS": {"location": root},
     }}
     return root
-
-
-def manifest_data(**overrides: Any) -> dict:
-    data = {
-        "schema": "hub/v1",
-        "name": "demo-embedder",
-        "version": "1.0.0",
-        "tier": "atomic",
-        "kind": "service",
-        "title": "Demo embedder",
-        "summary": "Turns sentences into vectors for the tests.",
-        "tags": ["embeddings"],
-        "license": "MIT",
-        "serve": {"handler": "handler:Model"},
-    }
-    data.update(overrides)
-    return {key: value for key, value in data.items() if value is not None}
-
-
-def bundle_bytes(tmp_path: Path, readme: str = "# Demo\n", files: dict[str, str] | None = None, **overrides: Any) -> bytes:
-    data = manifest_data(**overrides)
-    folder = tmp_path / f"bundle-{data['name']}-{data['version']}"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "hub.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    (folder / "README.md").write_text(readme)
-    for name, content in (files or {"handler.py": "class Model:\n    pass\n"}).items():
-        (folder / name).write_text(content)
-    return bundle_pack(folder)
 
 
 @pytest.fixture
