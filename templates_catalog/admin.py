@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Membership, Publisher, Tag, Template, TemplateVersion, VersionRequirement
+from .models import ApiToken, Build, Membership, Publisher, Tag, Template, TemplateVersion, VersionRequirement
 
 
 class MembershipInline(admin.TabularInline):
@@ -62,4 +62,28 @@ class TemplateVersionAdmin(admin.ModelAdmin):
         return False
 
     def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ["name", "prefix", "publisher", "permission", "created_by", "expires_at", "revoked_at", "last_used_at"]
+    list_filter = ["permission"]
+    list_select_related = ["publisher", "created_by"]
+    search_fields = ["name", "prefix", "publisher__name"]
+    # Only the hash is stored; nothing here could show a token again.
+    readonly_fields = ["prefix", "token_sha256", "created_by", "created_at", "last_used_at"]
+
+
+@admin.register(Build)
+class BuildAdmin(admin.ModelAdmin):
+    list_display = ["pk", "version", "status", "backend", "cache_hit", "duration_seconds", "created_at"]
+    list_filter = ["status", "backend", "cache_hit"]
+    list_select_related = ["version__template"]
+    search_fields = ["version__template__name", "cache_key", "image_digest"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [field.name for field in self.model._meta.fields]
+
+    def has_add_permission(self, request):
         return False
