@@ -43,6 +43,9 @@ def _start_worker(settings, name: str, log: Path) -> subprocess.Popen:
         "CELERY_BROKER_URL": BROKER,
         "CELERY_VISIBILITY_TIMEOUT": "3",
         "BUILD_BACKEND": "docker",
+        # Every layer really built, so the build lasts long enough to be killed mid-way
+        # even when an earlier run left this lock's dependencies image behind.
+        "BUILD_NO_CACHE": "1",
         "BUILD_BASE_IMAGE": settings.BUILD_BASE_IMAGE,
         "WHEELHOUSE_DIR": str(settings.WHEELHOUSE_DIR),
         "ARTIFACT_ROOT": str(settings.STORAGES["artifacts"]["OPTIONS"]["location"]),
@@ -54,14 +57,15 @@ def _start_worker(settings, name: str, log: Path) -> subprocess.Popen:
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
 
 
-def _wait_for(predicate, seconds: float, what: str):
+def _wait_for(predicate, seconds: float, what: str, log: Path):
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
         time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
+    build = Build.objects.first()
+    pytest.fail(f"timed out waiting for {what}; build: {build.status} {build.error}\n{build.log[-2000:]}\n{log.read_text()[-3000:]}")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -75,7 +79,12 @@ def test_a_worker_killed_mid_build_does_not_leave_the_build_running(docker_clien
     first = _start_worker(build_settings, "first", tmp_path / "first.log")
     try:
         sender.send_task("templates_catalog.build_run", args=[build.pk])
-        _wait_for(lambda: Build.objects.filter(pk=build.pk, status="running", log__contains="Step").exists(), 120, "the build to start")
+        _wait_for(
+            lambda: Build.objects.filter(pk=build.pk, status="running", log__contains="Step").exists(),
+            120,
+            "the build to start",
+            tmp_path / "first.log",
+        )
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=10)
         assert Build.objects.get(pk=build.pk).status == "running"  # as a real crash leaves it
@@ -83,7 +92,10 @@ def test_a_worker_killed_mid_build_does_not_leave_the_build_running(docker_clien
         second = _start_worker(build_settings, "second", tmp_path / "second.log")
         try:
             finished = _wait_for(
-                lambda: Build.objects.filter(pk=build.pk, status__in=["succeeded", "failed"]).first(), 180, "the build to finish"
+                lambda: Build.objects.filter(pk=build.pk, status__in=["succeeded", "failed"]).first(),
+                180,
+                "the build to finish",
+                tmp_path / "second.log",
             )
         finally:
             second.terminate()
