@@ -13,6 +13,7 @@ from typing import Protocol
 import docker
 from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
+from .debs import DebCache, LockedDeb
 from .errors import BuildFailed
 from .render import LABEL_ARGS, BuildContext
 
@@ -30,6 +31,8 @@ class BuildBackend(Protocol):
 
     def base_image_id(self, base_image: str) -> str: ...
 
+    def system_packages(self, packages: list[str], *, base_image: str, base_image_id: str, log: Log) -> list[LockedDeb]: ...
+
     def find(self, reference: str) -> BuiltImage | None: ...
 
     def build(self, context: BuildContext, *, reference: str, labels: dict[str, str], log: Log) -> BuiltImage: ...
@@ -41,9 +44,17 @@ class DockerBackend:
 
     name = "docker"
 
-    def __init__(self, base_url: str | None = None, registry: str | None = None, timeout: int = 1800, no_cache: bool = False):
+    def __init__(
+        self,
+        base_url: str | None = None,
+        registry: str | None = None,
+        timeout: int = 1800,
+        no_cache: bool = False,
+        deb_cache: DebCache | None = None,
+    ):
         self.client = docker.DockerClient(base_url=base_url, timeout=timeout) if base_url else docker.from_env(timeout=timeout)
         self.registry = registry.rstrip("/") if registry else None
+        self.deb_cache = deb_cache
         # Rebuild every layer (an operator's "from scratch"); cache hits by key still apply.
         self.no_cache = no_cache
 
@@ -55,6 +66,13 @@ class DockerBackend:
                 f"the base image {base_image} is not on this Docker Engine: run `python manage.py make_base_image` "
                 "or load it, then build again"
             ) from None
+
+    def system_packages(self, packages: list[str], *, base_image: str, base_image_id: str, log: Log) -> list[LockedDeb]:
+        if packages and self.deb_cache is None:
+            raise BuildFailed("this hub is not set up to install system packages (no Debian package cache)")
+        if not packages:
+            return []
+        return self.deb_cache.resolve(packages, client=self.client, base_image=base_image, base_image_id=base_image_id, log=log)
 
     def find(self, reference: str) -> BuiltImage | None:
         try:
@@ -127,6 +145,13 @@ class VenvBackend:
             [self.python, "-c", "import sys; print(sys.version)"], capture_output=True, text=True, check=True
         ).stdout.strip()
         return f"venv:{self.python}:{version}"
+
+    def system_packages(self, packages: list[str], *, base_image: str, base_image_id: str, log: Log) -> list[LockedDeb]:
+        if packages:
+            raise BuildFailed(
+                f"the venv backend cannot install system packages ({', '.join(packages)}): build this template on a Docker Engine"
+            )
+        return []
 
     def find(self, reference: str) -> BuiltImage | None:
         folder = self._folder(reference)

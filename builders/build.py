@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .backends import BuildBackend, BuiltImage
+from .debs import LockedDeb
 from .render import RENDERER_VERSION, build_context_render
 from .wheelhouse import LockedWheel, Wheelhouse
 
@@ -31,15 +32,17 @@ class BuildOutcome:
     cache_key: str
     cache_hit: bool
     lock: list[LockedWheel]
+    debs: list[LockedDeb]
     seconds: float
 
 
-def cache_key_for(*, bundle_sha256: str, base_image_id: str, lock: list[LockedWheel]) -> str:
+def cache_key_for(*, bundle_sha256: str, base_image_id: str, lock: list[LockedWheel], debs: list[LockedDeb] = ()) -> str:
     material = {
         "bundle": bundle_sha256,
         "base_image": base_image_id,
         "renderer": RENDERER_VERSION,
         "lock": [asdict(wheel) for wheel in lock],
+        "debs": [asdict(deb) for deb in debs],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
@@ -60,13 +63,15 @@ def build_execute(
 ) -> BuildOutcome:
     started = time.monotonic()
     base_id = backend.base_image_id(request.base_image)
-    lock = wheelhouse.resolve([*request.manifest["runtime"]["packages"], *harness_requirements], log=log)
-    cache_key = cache_key_for(bundle_sha256=request.bundle_sha256, base_image_id=base_id, lock=lock)
+    runtime = request.manifest["runtime"]
+    debs = backend.system_packages(runtime["system_packages"], base_image=request.base_image, base_image_id=base_id, log=log)
+    lock = wheelhouse.resolve([*runtime["packages"], *harness_requirements], log=log)
+    cache_key = cache_key_for(bundle_sha256=request.bundle_sha256, base_image_id=base_id, lock=lock, debs=debs)
     reference = image_reference(request, cache_key, backend)
     found = backend.find(reference)
     if found is not None:
         log(f"cache hit: {reference} was built from the same bundle, base image, renderer and lock")
-        return BuildOutcome(found, cache_key, True, lock, time.monotonic() - started)
+        return BuildOutcome(found, cache_key, True, lock, debs, time.monotonic() - started)
     labels = {**request.labels, "io.aihub.cache-key": cache_key, "io.aihub.renderer-version": RENDERER_VERSION}
     log(f"building {reference}")
     with tempfile.TemporaryDirectory(prefix="hub-context-") as scratch:
@@ -79,9 +84,11 @@ def build_execute(
             base_image=request.base_image,
             base_image_id=base_id,
             out=Path(scratch),
+            debs=debs,
+            deb_cache=getattr(backend, "deb_cache", None),
         )
         image = backend.build(context, reference=reference, labels=labels, log=log)
-    return BuildOutcome(image, cache_key, False, lock, time.monotonic() - started)
+    return BuildOutcome(image, cache_key, False, lock, debs, time.monotonic() - started)
 
 
 def read_requirements(path: Path) -> list[str]:

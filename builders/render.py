@@ -18,11 +18,12 @@ from pathlib import Path
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
+from .debs import DebCache, LockedDeb
 from .errors import BuildFailed
 from .wheelhouse import LockedWheel, Wheelhouse
 
 # Part of every cache key: bump it whenever a Dockerfile or the context layout changes.
-RENDERER_VERSION = "2"
+RENDERER_VERSION = "3"
 APP_USER = "65532:65532"
 HARNESS_PACKAGE = "harness"
 # The labels every image carries; their values arrive as build arguments.
@@ -45,7 +46,9 @@ _SAFE_IMAGE = re.compile(r"[a-z0-9][a-z0-9._/:@-]{0,254}")
 
 DEPS_DOCKERFILE = """\
 FROM {{ base_image }}
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \\
+{% if has_debs %}COPY debs/ /tmp/debs/
+RUN dpkg -i /tmp/debs/*.deb && rm -rf /tmp/debs
+{% endif %}ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_INDEX=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \\
     PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp
 RUN python3 -m venv /opt/venv
 COPY requirements.lock wheels/ /tmp/wheels/
@@ -73,6 +76,7 @@ class BuildContext:
     app_path: Path
     deps_key: str
     lock: list[LockedWheel]
+    debs: list[LockedDeb]
 
     @property
     def deps_image(self) -> str:
@@ -105,8 +109,8 @@ def entrypoint_for(manifest: dict) -> list[str]:
     return ["python", "-m", HARNESS_PACKAGE, "--template-dir", "/opt/hub/template", "--host", "0.0.0.0", "--port", port]
 
 
-def deps_dockerfile_render(*, base_image: str) -> str:
-    return _deps_template.render(base_image=_image(base_image))
+def deps_dockerfile_render(*, base_image: str, has_debs: bool = False) -> str:
+    return _deps_template.render(base_image=_image(base_image), has_debs=has_debs)
 
 
 def app_dockerfile_render(*, manifest: dict, deps_image: str) -> str:
@@ -120,8 +124,13 @@ def app_dockerfile_render(*, manifest: dict, deps_image: str) -> str:
     )
 
 
-def deps_key_for(*, base_image_id: str, lock: list[LockedWheel]) -> str:
-    material = {"base_image": base_image_id, "renderer": RENDERER_VERSION, "lock": [asdict(w) for w in lock]}
+def deps_key_for(*, base_image_id: str, lock: list[LockedWheel], debs: list[LockedDeb] = ()) -> str:
+    material = {
+        "base_image": base_image_id,
+        "renderer": RENDERER_VERSION,
+        "lock": [asdict(w) for w in lock],
+        "debs": [asdict(d) for d in debs],
+    }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
@@ -135,22 +144,33 @@ def build_context_render(
     base_image: str,
     base_image_id: str,
     out: Path,
+    debs: list[LockedDeb] = (),
+    deb_cache: DebCache | None = None,
 ) -> BuildContext:
     context = BuildContext(
-        deps_path=out / "deps", app_path=out / "app", deps_key=deps_key_for(base_image_id=base_image_id, lock=lock), lock=lock
+        deps_path=out / "deps",
+        app_path=out / "app",
+        deps_key=deps_key_for(base_image_id=base_image_id, lock=lock, debs=debs),
+        lock=lock,
+        debs=list(debs),
     )
-    _render_deps(context, wheelhouse, base_image)
+    _render_deps(context, wheelhouse, base_image, deb_cache)
     _render_app(context, manifest, template_dir, harness_dir)
     return context
 
 
-def _render_deps(context: BuildContext, wheelhouse: Wheelhouse, base_image: str) -> None:
+def _render_deps(context: BuildContext, wheelhouse: Wheelhouse, base_image: str, deb_cache: DebCache | None) -> None:
     wheels = context.deps_path / "wheels"
     wheels.mkdir(parents=True)
     for wheel in context.lock:
         shutil.copy2(wheelhouse.path_of(wheel), wheels / wheel.filename)
+    if context.debs:
+        (context.deps_path / "debs").mkdir()
+        for deb in context.debs:
+            shutil.copy2(deb_cache.path_of(deb), context.deps_path / "debs" / deb.filename)
     (context.deps_path / "requirements.lock").write_text("".join(f"{w.requirement_line()}\n" for w in context.lock))
-    (context.deps_path / "Dockerfile").write_text(deps_dockerfile_render(base_image=base_image))
+    dockerfile = deps_dockerfile_render(base_image=base_image, has_debs=bool(context.debs))
+    (context.deps_path / "Dockerfile").write_text(dockerfile)
     _normalise(context.deps_path)
 
 

@@ -163,6 +163,7 @@ BUILD_NO_CACHE = env_bool("BUILD_NO_CACHE", False)
 BUILD_TIMEOUT_SECONDS = env_int("BUILD_TIMEOUT_SECONDS", 3600, minimum=60)
 BUILD_ON_PUBLISH = env_bool("BUILD_ON_PUBLISH", False)
 WHEELHOUSE_DIR = Path(env_str("WHEELHOUSE_DIR", str(VAR_DIR / "wheelhouse")))
+DEB_CACHE_DIR = Path(env_str("DEB_CACHE_DIR", str(VAR_DIR / "debs")))
 HARNESS_DIR = BASE_DIR / "runners" / "harness"
 HUB_PUBLIC_URL = env_str("HUB_PUBLIC_URL", "http://127.0.0.1:8000")
 

@@ -22,6 +22,7 @@ from django.utils.module_loading import import_string
 
 from builders.backends import BuildBackend, DockerBackend, VenvBackend, docker_engine_answers
 from builders.build import BuildRequest, build_execute, read_requirements
+from builders.debs import DebCache
 from builders.errors import BuildFailed
 from builders.wheelhouse import Wheelhouse
 
@@ -42,7 +43,11 @@ def build_backend() -> BuildBackend:
     if choice == "auto":
         choice = "docker" if docker_engine_answers() else "venv"
     if choice == "docker":
-        return DockerBackend(registry=settings.BUILD_REGISTRY or None, no_cache=settings.BUILD_NO_CACHE)
+        return DockerBackend(
+            registry=settings.BUILD_REGISTRY or None,
+            no_cache=settings.BUILD_NO_CACHE,
+            deb_cache=DebCache(settings.DEB_CACHE_DIR),
+        )
     if choice == "venv":
         return VenvBackend(settings.VAR_DIR / "venvs")
     return import_string(choice)()
@@ -90,6 +95,7 @@ def build_run(*, build_id: int) -> Build:
         cache_key=outcome.cache_key,
         cache_hit=outcome.cache_hit,
         lock=[asdict(wheel) for wheel in outcome.lock],
+        system_lock=[asdict(deb) for deb in outcome.debs],
         image_reference=outcome.image.reference,
         image_digest=outcome.image.digest,
         finished_at=timezone.now(),

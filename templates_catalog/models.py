@@ -219,6 +219,8 @@ class Build(models.Model):
     cache_key = models.CharField(max_length=64, blank=True, default="")
     cache_hit = models.BooleanField(default=False)
     lock = models.JSONField(default=list, blank=True)
+    # The Debian packages (file, sha256) installed for runtime.system_packages.
+    system_lock = models.JSONField(default=list, blank=True)
     image_reference = models.CharField(max_length=500, blank=True, default="")
     image_digest = models.CharField(max_length=100, blank=True, default="")
     log = models.TextField(blank=True, default="")

@@ -69,11 +69,15 @@ def publish_folder(folder: Path, publisher):
 def echo_template(tmp_path, publisher):
     """publish a tiny service template: echo_template(version=..., handler=..., packages=[...])"""
 
-    def make(version="1.0.0", handler=HANDLER, packages: list[str] | None = None, name="echo", **fields):
+    def make(version="1.0.0", handler=HANDLER, packages=None, name="echo", runtime_system_packages=(), **fields):
         folder = tmp_path / f"{name}-{version}"
         folder.mkdir()
         manifest = manifest_data(name=name, version=version, serve={"handler": "handler:Echo", "port": 8080}, **fields)
-        manifest["runtime"] = {"python": "3.11", "packages": packages if packages is not None else ["six==1.16.0"]}
+        manifest["runtime"] = {
+            "python": "3.11",
+            "packages": packages if packages is not None else ["six==1.16.0"],
+            "system_packages": list(runtime_system_packages),
+        }
         (folder / "hub.yaml").write_text(yaml.safe_dump(manifest))
         # A nonce, so no image from an earlier run on this engine can answer for this one.
         (folder / "handler.py").write_text(f"{handler}\n# test run {uuid.uuid4()}\n")

@@ -115,6 +115,24 @@ def test_a_bad_pin_fails_with_a_readable_reason(db, docker_client, build_setting
     assert build.finished_at is not None
 
 
+def test_system_packages_are_resolved_on_the_hub_and_installed_without_network(db, docker_client, build_settings, echo_template):
+    build = _built(echo_template(name="with-jq", runtime_system_packages=["jq"]))
+
+    assert build.status == "succeeded", build.error + build.log_tail()
+    assert any(deb["filename"].startswith("jq_") for deb in build.system_lock)
+    output = docker_client.containers.run(
+        build.image_reference, entrypoint=["jq", "--version"], remove=True, network_disabled=True
+    )
+    assert output.decode().startswith("jq-1.")
+
+
+def test_an_unknown_system_package_fails_with_a_readable_reason(db, docker_client, build_settings, echo_template):
+    build = _built(echo_template(name="bad-deb", runtime_system_packages=["no-such-package-hub"]))
+
+    assert build.status == "failed"
+    assert build.error.startswith("no Debian package named no-such-package-hub exists for the base image")
+
+
 def test_two_requests_for_the_same_version_make_one_build(db, build_settings, echo_template, docker_client):
     version = echo_template()
     first = build_request(version=version)

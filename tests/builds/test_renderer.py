@@ -32,6 +32,13 @@ def test_layers_go_from_rarely_to_often_changed():
     assert order == sorted(order)
 
 
+def test_system_packages_install_from_local_debs_before_python():
+    dockerfile = deps_dockerfile_render(base_image="hub-base:bookworm", has_debs=True)
+    assert dockerfile.index("RUN dpkg -i /tmp/debs/*.deb") < dockerfile.index("RUN python3 -m venv")
+    assert "apt-get" not in dockerfile  # nothing is fetched during the build
+    assert "dpkg" not in deps_dockerfile_render(base_image="hub-base:bookworm")
+
+
 def test_labels_are_build_arguments_never_dockerfile_text():
     dockerfile = app_dockerfile_render(manifest=SERVICE, deps_image="aihub-deps:0123")
     assert " HUB_TITLE " in dockerfile.split("\nARG ")[1].split("\n")[0] and 'org.opencontainers.image.title="${HUB_TITLE}"' in dockerfile

@@ -76,3 +76,9 @@ def test_the_venv_backend_needs_no_docker(db, venv_settings, echo_template, monk
     build = build_run(build_id=build_request(version=echo_template(name="no-docker")).pk)
     assert build.status == "succeeded", build.error
     assert Path(build.image_reference.removeprefix("venv://")).name
+
+
+def test_the_venv_backend_refuses_system_packages_with_a_reason(db, venv_settings, echo_template):
+    build = build_run(build_id=build_request(version=echo_template(name="needs-jq", runtime_system_packages=["jq"])).pk)
+    assert build.status == "failed"
+    assert "the venv backend cannot install system packages (jq): build this template on a Docker Engine" in build.error
