@@ -121,8 +121,11 @@ def bundle_inspect(path: Path, limits: BundleLimits) -> BundleContents:
 def bundle_extract(path: Path, target: Path, limits: BundleLimits) -> BundleContents:
     """Inspect, then extract into `target` with PEP 706's `data` filter as a second guard."""
     contents = bundle_inspect(path, limits)
-    with tarfile.open(path, mode="r:gz") as tar:
-        tar.extractall(target, filter="data")
+    try:
+        with tarfile.open(path, mode="r:gz") as tar:
+            tar.extractall(target, filter="data")
+    except tarfile.FilterError as exc:
+        raise BundleInvalid(f"the bundle has a member that cannot be unpacked safely: {exc}") from None
     return contents
 
 

@@ -18,7 +18,7 @@ from django.core.files.storage import storages
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from .bundles import BundleContents, BundleInvalid, BundleLimits, BundleTooLarge, bundle_inspect, stream_to_file
+from .bundles import BundleContents, BundleInvalid, BundleLimits, BundleTooLarge, bundle_extract, stream_to_file
 from .manifest import FieldError, Manifest, ManifestInvalid, manifest_from_bytes
 from .manifest.schema import TIER_RANK, Tier
 from .models import ApiToken, Membership, Publisher, Tag, Template, TemplateVersion, VersionRequirement
@@ -87,10 +87,13 @@ def template_version_publish(
     The same name, version and bytes again is a no-op; the same name and version
     with other bytes is a conflict. Nothing is kept unless everything succeeds.
     """
-    with tempfile.NamedTemporaryFile(prefix="bundle-", suffix=".tar.gz") as spooled:
+    with tempfile.NamedTemporaryFile(prefix="bundle-", suffix=".tar.gz") as spooled, tempfile.TemporaryDirectory(
+        prefix="bundle-"
+    ) as unpacked:
         try:
             sha256, size = stream_to_file(bundle, spooled, max_bytes=settings.BUNDLE_MAX_BYTES)
-            contents = bundle_inspect(Path(spooled.name), bundle_limits())
+            # Extracted, not only listed: proof that every member unpacks under PEP 706's rules.
+            contents = bundle_extract(Path(spooled.name), Path(unpacked), bundle_limits())
             manifest = manifest_from_bytes(contents.manifest_bytes)
         except BundleTooLarge as exc:
             raise PublishTooLarge(str(exc)) from None
