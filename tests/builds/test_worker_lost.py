@@ -69,8 +69,12 @@ def _wait_for(predicate, seconds: float, what: str, log: Path):
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_mid_build_does_not_leave_the_build_running(docker_client, build_settings, echo_template, tmp_path):
+def test_a_worker_killed_mid_build_does_not_leave_the_build_running(
+    docker_client, build_settings, echo_template, tmp_path, monkeypatch
+):
     _redis_or_skip()
+    # Celery lets CELERY_BROKER_URL (set by CI) win over an app's own broker argument.
+    monkeypatch.setenv("CELERY_BROKER_URL", BROKER)
     version = echo_template(packages=["six==1.16.0", "idna==3.10"])
     build = Build.objects.create(version=version, backend="docker", base_image=build_settings.BUILD_BASE_IMAGE)
     sender = Celery(broker=BROKER)
