@@ -1,5 +1,6 @@
 """Build backends: one small interface, chosen by a dotted-path setting."""
 
+import functools
 import os
 import shutil
 import subprocess
@@ -34,6 +35,8 @@ class BuildBackend(Protocol):
     def system_packages(self, packages: list[str], *, base_image: str, base_image_id: str, log: Log) -> list[LockedDeb]: ...
 
     def find(self, reference: str) -> BuiltImage | None: ...
+
+    def python_version(self, base_image: str) -> str: ...
 
     def build(self, context: BuildContext, *, reference: str, labels: dict[str, str], log: Log) -> BuiltImage: ...
 
@@ -73,6 +76,9 @@ class DockerBackend:
         if not packages:
             return []
         return self.deb_cache.resolve(packages, client=self.client, base_image=base_image, base_image_id=base_image_id, log=log)
+
+    def python_version(self, base_image: str) -> str:
+        return _python_version_in(self.client, self.base_image_id(base_image))
 
     def find(self, reference: str) -> BuiltImage | None:
         try:
@@ -121,6 +127,14 @@ class DockerBackend:
         return BuiltImage(reference=f"{remote}@{digest}" if digest else f"{remote}:{tag}", digest=image.id)
 
 
+@functools.lru_cache(maxsize=32)
+def _python_version_in(client, image_id: str) -> str:
+    output = client.containers.run(
+        image_id, ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], remove=True, network_disabled=True
+    )
+    return output.decode().strip()
+
+
 def _build_error(message: str) -> str:
     text = message.strip()
     if "pip install" in text or "requirements.lock" in text:
@@ -152,6 +166,11 @@ class VenvBackend:
                 f"the venv backend cannot install system packages ({', '.join(packages)}): build this template on a Docker Engine"
             )
         return []
+
+    def python_version(self, base_image: str) -> str:
+        return subprocess.run(
+            [self.python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"], capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     def find(self, reference: str) -> BuiltImage | None:
         folder = self._folder(reference)

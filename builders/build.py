@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .backends import BuildBackend, BuiltImage
 from .debs import LockedDeb
+from .errors import BuildFailed
 from .render import RENDERER_VERSION, build_context_render
 from .wheelhouse import LockedWheel, Wheelhouse
 
@@ -72,6 +73,7 @@ def build_execute(
     if found is not None:
         log(f"cache hit: {reference} was built from the same bundle, base image, renderer and lock")
         return BuildOutcome(found, cache_key, True, lock, debs, time.monotonic() - started)
+    _require_python(backend, request)
     labels = {**request.labels, "io.aihub.cache-key": cache_key, "io.aihub.renderer-version": RENDERER_VERSION}
     log(f"building {reference}")
     with tempfile.TemporaryDirectory(prefix="hub-context-") as scratch:
@@ -89,6 +91,16 @@ def build_execute(
         )
         image = backend.build(context, reference=reference, labels=labels, log=log)
     return BuildOutcome(image, cache_key, False, lock, debs, time.monotonic() - started)
+
+
+def _require_python(backend: BuildBackend, request: BuildRequest) -> None:
+    wanted = request.manifest["runtime"]["python"]
+    found = backend.python_version(request.base_image)
+    if found != wanted:
+        raise BuildFailed(
+            f"the template asks for Python {wanted} but the base image {request.base_image} has Python {found}: "
+            f"set runtime.python to {found}, or have the hub's operators provide a {wanted} base image"
+        )
 
 
 def read_requirements(path: Path) -> list[str]:

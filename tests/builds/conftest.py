@@ -69,12 +69,12 @@ def publish_folder(folder: Path, publisher):
 def echo_template(tmp_path, publisher):
     """publish a tiny service template: echo_template(version=..., handler=..., packages=[...])"""
 
-    def make(version="1.0.0", handler=HANDLER, packages=None, name="echo", runtime_system_packages=(), **fields):
+    def make(version="1.0.0", handler=HANDLER, packages=None, name="echo", runtime_system_packages=(), runtime_python="3.11", **fields):
         folder = tmp_path / f"{name}-{version}"
         folder.mkdir()
         manifest = manifest_data(name=name, version=version, serve={"handler": "handler:Echo", "port": 8080}, **fields)
         manifest["runtime"] = {
-            "python": "3.11",
+            "python": runtime_python,
             "packages": packages if packages is not None else ["six==1.16.0"],
             "system_packages": list(runtime_system_packages),
         }

@@ -133,6 +133,15 @@ def test_an_unknown_system_package_fails_with_a_readable_reason(db, docker_clien
     assert build.error.startswith("no Debian package named no-such-package-hub exists for the base image")
 
 
+def test_a_python_version_the_base_image_lacks_fails_before_building(db, docker_client, build_settings, echo_template, monkeypatch):
+    monkeypatch.setattr(DockerBackend, "build", lambda *a, **k: pytest.fail("nothing should be built"))
+    build = _built(echo_template(name="wants-312", runtime_python="3.12"))
+
+    assert build.status == "failed"
+    assert build.error.startswith("the template asks for Python 3.12 but the base image")
+    assert "has Python 3.11" in build.error
+
+
 def test_two_requests_for_the_same_version_make_one_build(db, build_settings, echo_template, docker_client):
     version = echo_template()
     first = build_request(version=version)
