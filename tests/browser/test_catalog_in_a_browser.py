@@ -1,0 +1,75 @@
+"""The catalog in a real browser (Debian's Chromium driven by Playwright): htmx live
+search, and the pages used with the keyboard alone."""
+
+import os
+import re
+import shutil
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def browser(monkeypatch):
+    # Playwright's sync API runs an event loop in this thread; the test's own database
+    # calls are still synchronous, which Django would otherwise refuse.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the browser tests: .ci/run installs Debian's chromium")
+        pytest.skip("Debian's chromium is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def catalog(publish):
+    publish(name="minilm", title="MiniLM embeddings", summary="Sentence vectors for search.", tags=["nlp"], readme="# MiniLM")
+    publish(name="vector-db", title="Vector database", summary="Nearest neighbours with filters.", tags=["vectors"])
+    publish(name="stock-agent", tier="app", title="Stock research", summary="Ticker in, report out.", tags=["finance"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_typing_in_the_search_updates_the_results_in_place(live_server, browser, catalog):
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/templates/")
+    assert page.locator(".result-count").inner_text() == "3 templates"
+    page.evaluate("window.loadedOnce = true")  # survives only if the page is not reloaded
+
+    page.locator("#id_q").fill("")
+    page.locator("#id_q").press_sequentially("database", delay=30)
+
+    page.wait_for_function("document.querySelector('.result-count').innerText === '1 template'")
+    assert page.locator(".card-title").all_inner_texts() == ["Vector database"]
+    assert page.evaluate("window.loadedOnce") is True  # htmx swapped the results, no navigation
+    assert re.search(r"\?q=database", page.url)  # and the address can be shared
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_catalog_works_with_the_keyboard_alone(live_server, browser, catalog):
+    page = browser.new_page()
+    page.goto(f"{live_server.url}/")
+
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+
+    for _ in range(30):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent") == "Stock research":
+            break
+    else:
+        pytest.fail("the template card link is not reachable with Tab")
+    outline = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    page.keyboard.press("Enter")
+
+    page.wait_for_url(re.compile(r"/templates/stock-agent/$"))
+    assert page.locator("h1").first.inner_text() == "Stock research"
+    assert outline != "none"  # the focused link is visibly marked
