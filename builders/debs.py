@@ -3,11 +3,8 @@ in a throw-away container of the base image itself (so apt resolves dependencies
 exactly what the base image has), kept under their sha256 and installed in the image
 build with dpkg and no network."""
 
-import hashlib
-import json
 import os
 import re
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +13,7 @@ import docker
 from docker.errors import ContainerError
 
 from .errors import BuildFailed
+from .store import ContentStore, key_of
 
 # Package names are passed as arguments ("$@"), never spliced into the script.
 DOWNLOAD_SCRIPT = (
@@ -33,23 +31,20 @@ class LockedDeb:
 
 class DebCache:
     def __init__(self, root: Path):
-        self.root = Path(root)
+        self.store = ContentStore(root)
 
     def path_of(self, deb: LockedDeb) -> Path:
-        return self.root / "files" / deb.sha256 / deb.filename
+        return self.store.path_of(deb.sha256, deb.filename)
 
     def resolve(self, packages: list[str], *, client: docker.DockerClient, base_image: str, base_image_id: str, log) -> list[LockedDeb]:
         if not packages:
             return []
-        material = json.dumps({"base_image": base_image_id, "packages": sorted(packages)})
-        lock_file = self.root / "locks" / f"{hashlib.sha256(material.encode()).hexdigest()}.json"
-        if lock_file.exists():
-            lock = [LockedDeb(**entry) for entry in json.loads(lock_file.read_text())]
-            if all(self.path_of(deb).exists() for deb in lock):
-                return lock
+        key = key_of({"base_image": base_image_id, "packages": sorted(packages)})
+        saved = self.store.lock(key)
+        if saved is not None:
+            return [LockedDeb(**entry) for entry in saved]
         lock = self._download(packages, client, base_image, log)
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
-        lock_file.write_text(json.dumps([asdict(deb) for deb in lock]))
+        self.store.save_lock(key, [asdict(deb) for deb in lock])
         return lock
 
     def _download(self, packages: list[str], client, base_image: str, log) -> list[LockedDeb]:
@@ -66,16 +61,8 @@ class DebCache:
                 )
             except ContainerError as exc:
                 raise BuildFailed(_explain_apt_failure(exc.stderr.decode(errors="replace") if exc.stderr else str(exc))) from None
-            return [self._keep(path) for path in sorted(Path(scratch).glob("*.deb"))]
-
-    def _keep(self, path: Path) -> LockedDeb:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        deb = LockedDeb(filename=path.name, sha256=digest)
-        target = self.path_of(deb)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(path), target)
-        return deb
+            paths = sorted(Path(scratch).glob("*.deb"))
+            return [LockedDeb(filename=path.name, sha256=self.store.keep(path)) for path in paths]
 
 
 def _explain_apt_failure(stderr: str) -> str:

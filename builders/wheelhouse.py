@@ -2,10 +2,7 @@
 a shared wheelhouse under their sha256, and locked (name, version, sha256) per build.
 Images then install them with `--no-index --require-hashes` and no network."""
 
-import hashlib
-import json
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -15,6 +12,7 @@ from pathlib import Path
 from packaging.utils import parse_wheel_filename
 
 from .errors import BuildFailed
+from .store import ContentStore, key_of
 
 
 @dataclass(frozen=True)
@@ -30,30 +28,22 @@ class LockedWheel:
 
 class Wheelhouse:
     def __init__(self, root: Path, python_version: str = "3.11"):
-        self.root = Path(root)
+        self.store = ContentStore(root)
         self.python_version = python_version
 
     def path_of(self, wheel: LockedWheel) -> Path:
-        return self.root / "files" / wheel.sha256 / wheel.filename
+        return self.store.path_of(wheel.sha256, wheel.filename)
 
     def resolve(self, requirements: list[str], log=print) -> list[LockedWheel]:
         """The lock for `requirements`, from the wheelhouse when it was resolved before
         (so an unchanged rebuild never calls pip), otherwise through `pip download`."""
-        lock_file = self.root / "locks" / f"{self._key(requirements)}.json"
-        if lock_file.exists():
-            lock = [LockedWheel(**entry) for entry in json.loads(lock_file.read_text())]
-            if all(self.path_of(wheel).exists() for wheel in lock):
-                return lock
+        key = key_of({"python": self.python_version, "requirements": sorted(requirements)})
+        saved = self.store.lock(key)
+        if saved is not None:
+            return [LockedWheel(**entry) for entry in saved]
         lock = self._download(requirements, log)
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
-        temporary = lock_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps([asdict(wheel) for wheel in lock], indent=1))
-        temporary.replace(lock_file)
+        self.store.save_lock(key, [asdict(wheel) for wheel in lock])
         return lock
-
-    def _key(self, requirements: list[str]) -> str:
-        material = json.dumps({"python": self.python_version, "requirements": sorted(requirements)})
-        return hashlib.sha256(material.encode()).hexdigest()
 
     def _download(self, requirements: list[str], log) -> list[LockedWheel]:
         log(f"resolving {len(requirements)} pinned packages into wheels for Python {self.python_version}")
@@ -70,21 +60,7 @@ class Wheelhouse:
 
     def _keep(self, path: Path) -> LockedWheel:
         name, version, _, _ = parse_wheel_filename(path.name)
-        digest = _sha256(path)
-        wheel = LockedWheel(name=str(name), version=str(version), filename=path.name, sha256=digest)
-        target = self.path_of(wheel)
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(path), target)
-        return wheel
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return LockedWheel(name=str(name), version=str(version), filename=path.name, sha256=self.store.keep(path))
 
 
 def _explain_pip_failure(stderr: str) -> str:
