@@ -12,10 +12,7 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-network
 
 
 @pytest.fixture
-def browser(monkeypatch):
-    # Playwright's sync API runs an event loop in this thread; the test's own database
-    # calls are still synchronous, which Django would otherwise refuse.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+def browser():
     if not os.path.exists(CHROMIUM):
         if os.environ.get("CI"):
             pytest.fail("CI must run the browser tests: .ci/run installs Debian's chromium")
@@ -30,13 +27,15 @@ def browser(monkeypatch):
 
 @pytest.fixture
 def catalog(publish):
+    # Requested before `browser` in each test: written while no Playwright event loop runs,
+    # so these queries use the test's own connection.
     publish(name="minilm", title="MiniLM embeddings", summary="Sentence vectors for search.", tags=["nlp"], readme="# MiniLM")
     publish(name="vector-db", title="Vector database", summary="Nearest neighbours with filters.", tags=["vectors"])
     publish(name="stock-agent", tier="app", title="Stock research", summary="Ticker in, report out.", tags=["finance"])
 
 
 @pytest.mark.django_db(transaction=True)
-def test_typing_in_the_search_updates_the_results_in_place(live_server, browser, catalog):
+def test_typing_in_the_search_updates_the_results_in_place(live_server, catalog, browser):
     page = browser.new_page()
     page.goto(f"{live_server.url}/templates/")
     assert page.locator(".result-count").inner_text() == "3 templates"
@@ -52,7 +51,7 @@ def test_typing_in_the_search_updates_the_results_in_place(live_server, browser,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_the_catalog_works_with_the_keyboard_alone(live_server, browser, catalog):
+def test_the_catalog_works_with_the_keyboard_alone(live_server, catalog, browser):
     page = browser.new_page()
     page.goto(f"{live_server.url}/")
 
