@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
-from .schema import PATTERN_HINTS, Manifest
+from .schema import ONE_LINE_PATTERN, PATTERN_HINTS, Manifest
 
 MAX_MANIFEST_BYTES = 64 * 1024
 SCHEMA_FILE = Path(__file__).with_name("hub-v1.schema.json")
@@ -84,6 +84,9 @@ def _field_error(error: dict) -> FieldError:
         hint = PATTERN_HINTS.get(ctx.get("pattern", ""), "a value in the documented format")
         return FieldError(field, f"{error['input']!r} is not valid: write {hint}")
     if kind == "string_type" and isinstance(error["input"], (int, float)):
+        hint = _hint_for(location)
+        if hint:
+            return FieldError(field, f"must be quoted text: write {hint}")
         return FieldError(field, f"must be text: quote it, e.g. `'{error['input']}'`")
     if kind == "extra_forbidden":
         return FieldError(field, "is not a known field: remove it or check its spelling against hub-v1.schema.json")
@@ -94,6 +97,15 @@ def _field_error(error: dict) -> FieldError:
     if kind == "enum" or kind == "literal_error":
         return FieldError(field, f"{error['input']!r} is not allowed: use {ctx.get('expected', 'one of the documented values')}")
     return FieldError(field, error["msg"][0].lower() + error["msg"][1:])
+
+
+def _hint_for(location: list[str]) -> str | None:
+    """The pattern hint of a top-level field, so a YAML number like `1.0` is answered
+    with what to write, not only with "quote it"."""
+    field = Manifest.model_fields.get(location[0]) if len(location) == 1 else None
+    patterns = [getattr(item, "pattern", None) for item in (field.metadata if field else [])]
+    # Free text (titles, summaries) needs only quoting; formatted values need their format.
+    return next((PATTERN_HINTS[p] for p in patterns if p in PATTERN_HINTS and p != ONE_LINE_PATTERN), None)
 
 
 def manifest_json_schema() -> dict:

@@ -58,8 +58,9 @@ RelativePath = _pattern(
     "a relative path inside the job's output folder, e.g. `model/checkpoint.pt` (no leading `/`, no `..`)",
 )
 Identifier = _pattern(r"^[a-z][a-z0-9_]{0,31}$", "a lowercase identifier of letters, digits and `_`, e.g. `ticker`")
-OneLine = Annotated[str, Field(pattern=r"^[^\x00-\x1f\x7f]*$")]
-PATTERN_HINTS[r"^[^\x00-\x1f\x7f]*$"] = "one line of text without control characters"
+ONE_LINE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+OneLine = Annotated[str, Field(pattern=ONE_LINE_PATTERN)]
+PATTERN_HINTS[ONE_LINE_PATTERN] = "one line of text without control characters"
 
 
 class Tier(StrEnum):
