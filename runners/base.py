@@ -1,0 +1,115 @@
+"""The runner interface: what the hub asks of anything that runs a built template.
+
+Plain Python, no Django. The hub parses a version's manifest once and hands a runner a
+`LaunchSpec` of typed values; a runner answers with `RunState`s. One runner instance
+talks to one node (a local process table, one Docker Engine, ...); the node row names
+which runner it uses and `hub_site.backends.runner_for(node)` builds it.
+"""
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+# Labels (Docker) or markers (processes) that tie what runs to the hub's rows.
+LABEL_DEPLOYMENT = "io.aihub.deployment"
+LABEL_HUB = "io.aihub.hub"
+
+
+class RunnerError(Exception):
+    """The runner could not do what was asked; the message is for a person."""
+
+
+class NodeUnreachable(RunnerError):
+    """The node's engine did not answer at all."""
+
+
+@dataclass(frozen=True)
+class Resources:
+    gpus: int = 0
+    gpu_memory_gb: float = 0.0
+    cpu: float = 1.0
+    memory_gb: float = 1.0
+
+
+@dataclass(frozen=True)
+class Volume:
+    """Persistent storage mounted at `path`; it outlives stops and restarts and goes
+    only with `remove()`."""
+
+    path: str
+    size_gb: float = 1.0
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    deployment: str  # the deployment's public handle, e.g. "d-7k2m9x4q"
+    image: str  # a Docker image reference, or the venv build's "venv://…" reference
+    kind: str = "service"  # "service" or "job"
+    port: int = 8080  # the port the template listens on inside its image
+    health_path: str = "/health"
+    ready_path: str = "/ready"
+    command: tuple[str, ...] = ()  # a job's command; services run the image's entrypoint
+    resources: Resources = field(default_factory=Resources)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    volume: Volume | None = None
+    max_body_bytes: int | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+class RunPhase(StrEnum):
+    STARTING = "starting"  # launched; the process or container is alive
+    RUNNING = "running"  # alive (readiness is the hub's to check, through `endpoint`)
+    EXITED = "exited"  # it stopped by itself or was killed: see exit_code and detail
+    STOPPED = "stopped"  # stopped on purpose by the hub
+    MISSING = "missing"  # nothing by that deployment handle on this node
+
+
+@dataclass(frozen=True)
+class RunState:
+    deployment: str
+    phase: RunPhase
+    endpoint: str | None = None  # "http://host:port" the hub can reach
+    exit_code: int | None = None
+    detail: str = ""  # a person's explanation, e.g. "OOM killed"
+
+    @property
+    def alive(self) -> bool:
+        return self.phase in (RunPhase.STARTING, RunPhase.RUNNING)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    model: str
+    memory_gb: float
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """What a node really has, as probed (docker info, nvidia-smi, os.cpu_count)."""
+
+    cpus: float
+    memory_gb: float
+    gpus: tuple[Gpu, ...] = ()
+
+
+class Runner(Protocol):
+    name: str
+
+    def launch(self, spec: LaunchSpec) -> RunState:
+        """Start `spec` (replacing a stopped run of the same deployment) and return at once."""
+
+    def status(self, deployment: str) -> RunState: ...
+
+    def logs(self, deployment: str, *, tail: int = 200) -> str: ...
+
+    def stop(self, deployment: str) -> None:
+        """Stop it and free its resources; keep its volume. Stopping what is gone is fine."""
+
+    def remove(self, deployment: str) -> None:
+        """Stop it and delete everything it had, its volume included. Idempotent."""
+
+    def list(self) -> list[RunState]:
+        """Everything on this node that carries this hub's labels, running or not."""
+
+    def inventory(self) -> Inventory: ...
