@@ -1,23 +1,27 @@
 """Settings for the AI Hub. Every value that differs between machines comes from the
 environment through ``hub_site.env``; ``.env.example`` lists them all."""
 
+import os
 from pathlib import Path
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
+from dotenv import load_dotenv
 
-from .env import env_bool, env_int, env_list, env_str
+from .env import env_bool, env_int, env_list, env_str, secret_kept_in
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# A `.env` beside manage.py (see .env.example), or the file HUB_ENV_FILE names; variables
+# already in the environment win over it.
+load_dotenv(os.environ.get("HUB_ENV_FILE") or BASE_DIR / ".env", override=False)
 VAR_DIR = Path(env_str("HUB_VAR_DIR", str(BASE_DIR / "var")))
 # The embedded defaults (SQLite, artifacts, the broker's folders) live here; make it
 # exist so a fresh clone starts without a manual step.
 VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY", "dev-only-insecure-key" if DEBUG else None) or ""
-if not SECRET_KEY:
-    raise ImproperlyConfigured("Set SECRET_KEY (any long random string), or DEBUG=1 for a development default.")
+# Unset: a random key generated once and kept in var/, so a fresh clone's commands work as
+# written. Hubs served by several machines must share one: set SECRET_KEY (or SECRET_KEY_FILE).
+SECRET_KEY = env_str("SECRET_KEY", "") or secret_kept_in(VAR_DIR / "secret_key")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 

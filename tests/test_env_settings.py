@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
@@ -44,15 +47,39 @@ def test_secrets_can_come_from_a_file(monkeypatch, tmp_path):
         env_str("HUB_TOKEN")
 
 
-def test_production_settings_refuse_to_start_without_a_secret_key(tmp_path):
-    import subprocess
-    import sys
-
-    result = subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
-        env={"DJANGO_SETTINGS_MODULE": "hub_site.settings", "DEBUG": "0", "HUB_VAR_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+def _setting_in_a_fresh_process(var_dir, name: str, **extra) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", f"from django.conf import settings; print(settings.{name})"],
+        env={
+            "DJANGO_SETTINGS_MODULE": "hub_site.settings",
+            "HUB_VAR_DIR": str(var_dir),
+            "HUB_ENV_FILE": str(var_dir / ".env"),
+            "PATH": "/usr/bin:/bin",
+            **extra,
+        },
         capture_output=True,
         text=True,
     )
-    assert result.returncode != 0
-    assert "Set SECRET_KEY" in result.stderr
+
+
+def test_without_a_secret_key_one_is_generated_once_and_kept_private(tmp_path):
+    first = _setting_in_a_fresh_process(tmp_path, "SECRET_KEY")
+    second = _setting_in_a_fresh_process(tmp_path, "SECRET_KEY")
+    assert first.returncode == 0, first.stderr
+    key = first.stdout.strip()
+    assert len(key) >= 50
+    assert second.stdout.strip() == key
+    assert (tmp_path / "secret_key").stat().st_mode & 0o077 == 0
+
+
+def test_a_set_secret_key_wins_over_the_kept_one(tmp_path):
+    _setting_in_a_fresh_process(tmp_path, "SECRET_KEY")
+    result = _setting_in_a_fresh_process(tmp_path, "SECRET_KEY", SECRET_KEY="x" * 60)
+    assert result.stdout.strip() == "x" * 60
+
+
+def test_settings_read_a_dotenv_file_and_the_environment_wins(tmp_path):
+    (tmp_path / ".env").write_text("# production values\nCATALOG_PAGE_SIZE=7\n")
+    assert _setting_in_a_fresh_process(tmp_path, "CATALOG_PAGE_SIZE").stdout.strip() == "7"
+    overridden = _setting_in_a_fresh_process(tmp_path, "CATALOG_PAGE_SIZE", CATALOG_PAGE_SIZE="9")
+    assert overridden.stdout.strip() == "9"
