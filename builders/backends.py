@@ -2,6 +2,7 @@
 
 import functools
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -209,9 +210,18 @@ class VenvBackend:
             shutil.copytree(context.app_path / part, scratch / part)
 
     def _folder(self, reference: str) -> Path:
-        # reference: "venv://<name>:<cache key>"
-        name, key = reference.removeprefix("venv://").rsplit(":", 1)
-        return self.root / name.replace("/", "_") / key
+        return venv_folder(self.root, reference)
+
+
+_VENV_REFERENCE = re.compile(r"venv://([a-z0-9][a-z0-9._/-]{0,200}):([a-z0-9]{1,64})")
+
+
+def venv_folder(root: Path, reference: str) -> Path:
+    """Where the venv backend keeps the build `venv://<name>:<cache key>`: venv/, harness/, template/."""
+    match = _VENV_REFERENCE.fullmatch(reference)
+    if not match or ".." in match[1]:
+        raise ValueError(f"{reference!r} is not a venv build reference (venv://<name>:<cache key>)")
+    return Path(root) / match[1].replace("/", "_") / match[2]
 
 
 def docker_engine_answers(base_url: str | None = None) -> bool:

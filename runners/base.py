@@ -6,6 +6,7 @@ talks to one node (a local process table, one Docker Engine, ...); the node row 
 which runner it uses and `hub_site.backends.runner_for(node)` builds it.
 """
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -22,6 +23,20 @@ class RunnerError(Exception):
 
 class NodeUnreachable(RunnerError):
     """The node's engine did not answer at all."""
+
+
+# A handle names folders, containers and volumes: no path separators, nothing that starts with a dot.
+_DEPLOYMENT_HANDLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def check_deployment_handle(deployment: str) -> str:
+    """`deployment` itself when it is safe as a file and container name; RunnerError otherwise."""
+    if not isinstance(deployment, str) or not _DEPLOYMENT_HANDLE.fullmatch(deployment):
+        raise RunnerError(
+            f"{deployment!r} is not a deployment handle: use 1 to 63 letters, digits, '_', '.' or '-', "
+            "starting with a letter or digit"
+        )
+    return deployment
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Start a template through the harness as a real subprocess; for tests, benchmarks and local runs.
 
-Standard library only, so the hub's own environment can drive a template that runs in
-another interpreter (one that has torch, the model, and this harness's requirements):
+Standard library only (with `runners.process`, whose launching primitives it shares, from
+the repository), so the hub's own environment can drive a template that runs in another
+interpreter (one that has torch, the model, and this harness's requirements):
 
     with serve_template(Path("fixtures/templates/minilm-embeddings"), python="var/template-env/bin/python") as server:
         status, body = server.post_json("/v1/embeddings", {"input": "hello"})
@@ -10,8 +11,6 @@ another interpreter (one that has torch, the model, and this harness's requireme
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from runners.process import free_port, harness_command, harness_environment, start_in_own_group, stop_process_group
+
 # "runners.harness" in the repository, "harness" once copied into an image as a top-level package.
 HARNESS_MODULE = __package__
 HARNESS_PARENT = Path(__file__).resolve().parents[HARNESS_MODULE.count(".") + 1]
@@ -31,10 +32,8 @@ class TemplateFailedToStart(RuntimeError):
     pass
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+__all__ = ["RunningTemplate", "TemplateFailedToStart", "free_port", "launch", "serve_template", "stop",
+           "wait_until_ready"]
 
 
 @dataclass
@@ -77,14 +76,10 @@ def launch(template_dir: Path, *, python: str | Path = sys.executable, env: dict
     """Start the harness for `template_dir` without waiting for it; stdout and stderr go to `log_path`."""
     port = port or free_port()
     log_path = log_path or Path(tempfile.mkstemp(prefix=f"{template_dir.name}-", suffix=".log")[1])
-    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                 **(env or {})}
-    child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HARNESS_PARENT), child_env.get("PYTHONPATH")]))
-    command = [str(python), "-m", HARNESS_MODULE, "--template-dir", str(template_dir),
-               "--host", "127.0.0.1", "--port", str(port), *extra_args]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, env=child_env, stdout=log, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    command = harness_command(python, template_dir, host="127.0.0.1", port=port, module=HARNESS_MODULE,
+                              extra_args=extra_args)
+    child_env = harness_environment(os.environ, harness_parent=HARNESS_PARENT, extra=env)
+    process = start_in_own_group(command, env=child_env, log_path=log_path)
     return RunningTemplate(process=process, url=f"http://127.0.0.1:{port}", log_path=log_path)
 
 
@@ -106,19 +101,8 @@ def stop(server: RunningTemplate, timeout: float = 20) -> int:
     The signals go to the process group `launch` created, so worker processes a server
     spawned (LitServe does) end with it.
     """
-    _signal_group(server.process, signal.SIGTERM)
-    try:
-        server.process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        _signal_group(server.process, signal.SIGKILL)
-        server.process.wait()
-    _signal_group(server.process, signal.SIGKILL)  # stragglers whose parent already exited
-    return server.process.returncode
-
-
-def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signum)
+    stop_process_group(server.process.pid, alive=lambda: server.process.poll() is None, grace=timeout)
+    return server.process.wait()
 
 
 @contextlib.contextmanager

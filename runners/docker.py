@@ -1,0 +1,255 @@
+"""The Docker runner: one Docker Engine (one GPU node), through the docker SDK.
+
+Every container runs hardened, whatever its image: a non-root user, all capabilities
+dropped, no-new-privileges, a read-only root with a small tmpfs for /tmp, memory, CPU and
+pids limits from the deployment's resources, the default bridge network (never the
+host's), its port published on the node's address only, and labels that tie it to its
+deployment. `container_options` builds all of that from a `LaunchSpec` as plain data, so
+the exact request (GPUs included) is testable without a GPU.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+
+import docker
+import requests
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
+from docker.types import DeviceRequest
+
+from .base import (
+    LABEL_DEPLOYMENT,
+    LABEL_HUB,
+    Gpu,
+    Inventory,
+    LaunchSpec,
+    NodeUnreachable,
+    RunnerError,
+    RunPhase,
+    RunState,
+    check_deployment_handle,
+)
+from .process import OFFLINE, probe_gpus
+
+APP_USER = "65532:65532"  # the user builders/render.py gives every image
+TMPFS_OPTIONS = "rw,noexec,nosuid,size=256m"
+PIDS_LIMIT = 1024
+STOP_TIMEOUT = 10
+CONTAINER_PREFIX = "aihub-"
+
+
+def container_name(deployment: str) -> str:
+    return CONTAINER_PREFIX + check_deployment_handle(deployment)
+
+
+def volume_name(deployment: str) -> str:
+    return f"{container_name(deployment)}-data"
+
+
+def container_options(spec: LaunchSpec, *, address: str, hub_id: str) -> dict:
+    """The keyword arguments of `client.containers.create` for `spec`, hardening included."""
+    memory_bytes = int(spec.resources.memory_gb * 1024**3)
+    environment = {**spec.environment, **OFFLINE}
+    if spec.max_body_bytes is not None:
+        environment["HUB_MAX_BODY_BYTES"] = str(spec.max_body_bytes)
+    options = {
+        "name": container_name(spec.deployment),
+        "image": spec.image,
+        "user": APP_USER,
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges:true"],
+        "read_only": True,
+        "tmpfs": {"/tmp": TMPFS_OPTIONS},
+        "mem_limit": memory_bytes,
+        "memswap_limit": memory_bytes,  # the same as the memory limit: no swap on top of it
+        "nano_cpus": int(spec.resources.cpu * 1e9),
+        "pids_limit": PIDS_LIMIT,
+        "privileged": False,
+        "network_mode": "bridge",
+        "ports": {f"{spec.port}/tcp": (address, None)} if spec.kind == "service" else {},
+        "labels": {**spec.labels, LABEL_DEPLOYMENT: spec.deployment, LABEL_HUB: hub_id},
+        "environment": environment,
+        # The hub's reconciler restarts what died, and counts it; the engine must not hide a crash loop.
+        "restart_policy": {"Name": "no"},
+    }
+    if spec.kind == "job" and spec.command:
+        options["entrypoint"] = list(spec.command)
+    if spec.resources.gpus > 0:
+        options["device_requests"] = [DeviceRequest(count=spec.resources.gpus, capabilities=[["gpu"]])]
+    if spec.volume is not None:
+        options["volumes"] = {volume_name(spec.deployment): {"bind": spec.volume.path, "mode": "rw"}}
+        environment["HUB_STORAGE_DIR"] = spec.volume.path
+    return options
+
+
+class DockerRunner:
+    """One Docker Engine. GPUs: the engine does not report them, so `inventory()` tells the
+    ones the operator declared (`gpus=`), else what nvidia-smi sees when the engine is on
+    this very machine (a unix socket), else none."""
+
+    name = "docker"
+
+    def __init__(self, base_url: str | None = None, address: str = "127.0.0.1", hub_id: str = "aihub",
+                 gpus: tuple[Gpu, ...] | None = None, timeout: int = 60):
+        self.base_url = base_url
+        self.address = address
+        self.hub_id = hub_id
+        self.gpus = gpus
+        self.timeout = timeout
+
+    @functools.cached_property
+    def client(self) -> docker.DockerClient:
+        # Created on first use: a node that is down must not fail the runner's construction.
+        with _engine_errors("connecting to the Docker Engine"):
+            if self.base_url:
+                return docker.DockerClient(base_url=self.base_url, timeout=self.timeout)
+            return docker.from_env(timeout=self.timeout)
+
+    def launch(self, spec: LaunchSpec) -> RunState:
+        options = container_options(spec, address=self.address, hub_id=self.hub_id)
+        with _engine_errors(f"launching {spec.deployment}"):
+            self._remove_container(options["name"])
+            if spec.volume is not None:
+                self._prepare_volume(spec)
+            container = self._create(options)
+            try:
+                container.start()
+            except APIError:
+                container.remove(force=True)  # nothing half-launched stays behind
+                raise
+        return self.status(spec.deployment)
+
+    def status(self, deployment: str) -> RunState:
+        name = container_name(deployment)
+        with _engine_errors(f"reading the state of {deployment}"):
+            try:
+                container = self.client.containers.get(name)
+            except NotFound:
+                return RunState(deployment=deployment, phase=RunPhase.MISSING)
+            return self._state_of(deployment, container.attrs)
+
+    def logs(self, deployment: str, *, tail: int = 200) -> str:
+        name = container_name(deployment)
+        with _engine_errors(f"reading the logs of {deployment}"):
+            try:
+                container = self.client.containers.get(name)
+            except NotFound:
+                return ""
+            return container.logs(stdout=True, stderr=True, tail=tail).decode(errors="replace")
+
+    def stop(self, deployment: str) -> None:
+        name = container_name(deployment)
+        with _engine_errors(f"stopping {deployment}"):
+            self._remove_container(name)
+
+    def remove(self, deployment: str) -> None:
+        name = container_name(deployment)
+        with _engine_errors(f"removing {deployment}"):
+            self._remove_container(name)
+            with contextlib.suppress(NotFound):
+                self.client.volumes.get(volume_name(deployment)).remove()
+
+    def list(self) -> list[RunState]:
+        with _engine_errors("listing this hub's containers"):
+            containers = self.client.containers.list(all=True, filters={"label": f"{LABEL_HUB}={self.hub_id}"})
+            return [self._state_of(container.labels.get(LABEL_DEPLOYMENT, container.name), container.attrs)
+                    for container in containers]
+
+    def inventory(self) -> Inventory:
+        with _engine_errors("reading the engine's resources"):
+            info = self.client.info()
+        return Inventory(cpus=float(info["NCPU"]), memory_gb=round(info["MemTotal"] / 1024**3, 1), gpus=self._gpus())
+
+    def _gpus(self) -> tuple[Gpu, ...]:
+        if self.gpus is not None:
+            return tuple(self.gpus)
+        if self.client.api.base_url == "http+docker://localhost":  # a unix socket: the engine is on this machine
+            return probe_gpus()
+        return ()
+
+    def _create(self, options: dict):
+        try:
+            return self.client.containers.create(**options)
+        except ImageNotFound:
+            self._pull(options["image"])
+            return self.client.containers.create(**options)
+
+    def _pull(self, image: str) -> None:
+        try:
+            self.client.images.pull(image)
+        except (APIError, DockerException) as error:
+            raise RunnerError(f"the image {image} is not on this node and pulling it failed: {_explain(error)}") from None
+
+    def _prepare_volume(self, spec: LaunchSpec) -> None:
+        """Create the deployment's volume once, owned by the app user (a new volume is root's)."""
+        name = volume_name(spec.deployment)
+        with contextlib.suppress(NotFound):
+            self.client.volumes.get(name)
+            return
+        volume = self.client.volumes.create(name, labels={LABEL_DEPLOYMENT: spec.deployment, LABEL_HUB: self.hub_id})
+        try:
+            self.client.containers.run(
+                spec.image, entrypoint=["chown", APP_USER, "/volume"], user="0:0", cap_drop=["ALL"],
+                cap_add=["CHOWN"], security_opt=["no-new-privileges:true"], network_mode="none",
+                volumes={name: {"bind": "/volume", "mode": "rw"}}, remove=True,
+                labels={LABEL_DEPLOYMENT: spec.deployment, LABEL_HUB: self.hub_id},
+            )
+        except (APIError, DockerException) as error:
+            volume.remove(force=True)
+            raise RunnerError(f"preparing the volume of {spec.deployment} failed: {_explain(error)}") from None
+
+    def _remove_container(self, name: str) -> None:
+        try:
+            container = self.client.containers.get(name)
+        except NotFound:
+            return
+        with contextlib.suppress(NotFound):
+            if container.status == "running":
+                container.stop(timeout=STOP_TIMEOUT)
+            container.remove(force=True)
+
+    def _state_of(self, deployment: str, attrs: dict) -> RunState:
+        state = attrs["State"]
+        status = state["Status"]
+        if status in ("running", "paused"):
+            return RunState(deployment=deployment, phase=RunPhase.RUNNING, endpoint=self._endpoint(attrs),
+                            detail="paused on the node" if status == "paused" else "")
+        if status in ("created", "restarting"):
+            return RunState(deployment=deployment, phase=RunPhase.STARTING, endpoint=self._endpoint(attrs))
+        return RunState(deployment=deployment, phase=RunPhase.EXITED, exit_code=state.get("ExitCode"),
+                        detail=_exit_detail(state))
+
+    def _endpoint(self, attrs: dict) -> str | None:
+        for bindings in (attrs["NetworkSettings"].get("Ports") or {}).values():
+            for binding in bindings or ():
+                if binding.get("HostPort"):
+                    return f"http://{self.address}:{binding['HostPort']}"
+        return None
+
+
+def _exit_detail(state: dict) -> str:
+    if state.get("OOMKilled"):
+        return "OOM killed: it used more memory than its limit"
+    detail = f"exited with code {state.get('ExitCode')}"
+    return f"{detail}: {state['Error']}" if state.get("Error") else detail
+
+
+@contextlib.contextmanager
+def _engine_errors(action: str) -> Iterator[None]:
+    """Every SDK error becomes a RunnerError that says what failed; no answer at all, NodeUnreachable."""
+    try:
+        yield
+    except RunnerError:
+        raise
+    except requests.exceptions.ConnectionError as error:
+        raise NodeUnreachable(f"{action}: the Docker Engine does not answer ({error})") from None
+    except DockerException as error:
+        if isinstance(error.__cause__ or error.__context__, requests.exceptions.ConnectionError):
+            raise NodeUnreachable(f"{action}: the Docker Engine does not answer ({_explain(error)})") from None
+        raise RunnerError(f"{action}: the Docker Engine said: {_explain(error)}") from None
+
+
+def _explain(error: Exception) -> str:
+    return getattr(error, "explanation", None) or str(error)
