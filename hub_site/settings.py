@@ -7,7 +7,7 @@ from pathlib import Path
 import dj_database_url
 from dotenv import load_dotenv
 
-from .env import env_bool, env_int, env_list, env_str, secret_kept_in
+from .env import env_bool, env_choice, env_int, env_list, env_str, secret_kept_in
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # A `.env` beside manage.py (see .env.example), or the file HUB_ENV_FILE names; variables
@@ -63,6 +63,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "templates_catalog.context_processors.accounts",
             ],
         },
     },
@@ -87,6 +88,19 @@ AUTH_PASSWORD_VALIDATORS = [
 LOGIN_URL = "catalog:login"
 LOGIN_REDIRECT_URL = "catalog:home"
 LOGOUT_REDIRECT_URL = "catalog:home"
+# Who may create an account: anyone ("open"), only holders of a publisher's invitation
+# link ("invite"), or nobody ("closed": accounts come from single sign-on or the admin).
+SIGNUP_MODE = env_choice("SIGNUP_MODE", "open", ("open", "invite", "closed"))
+INVITATION_DAYS = env_int("INVITATION_DAYS", 7, minimum=1)
+
+# Password resets and invitations are emailed; the console backend prints them to the log.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "AI Hub <hub@localhost>")
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -13,6 +13,13 @@ def is_member(user: AbstractBaseUser | AnonymousUser, publisher: Publisher | int
     return Membership.objects.filter(user_id=user.pk, publisher_id=publisher_id).exists()
 
 
+def may_manage_members(user: AbstractBaseUser | AnonymousUser, publisher: Publisher) -> bool:
+    """Only owners invite, remove and change the roles of a publisher's members."""
+    if not user.is_authenticated or not user.is_active:
+        return False
+    return Membership.objects.filter(user_id=user.pk, publisher_id=publisher.pk, role=Membership.Role.OWNER).exists()
+
+
 def may_read(user: AbstractBaseUser | AnonymousUser, template: Template, token: ApiToken | None = None) -> bool:
     if template.visibility == Template.Visibility.PUBLIC:
         return True

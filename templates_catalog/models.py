@@ -36,6 +36,33 @@ class Membership(models.Model):
         ]
 
 
+class PublisherInvitation(models.Model):
+    """An owner's invitation to join a publisher. Only the sha256 of the link's secret is
+    stored; the link is shown once to the owner and emailed to the address."""
+
+    publisher = models.ForeignKey(Publisher, on_delete=models.CASCADE, related_name="invitations")
+    email = models.EmailField()
+    role = models.CharField(max_length=16, choices=Membership.Role.choices, default=Membership.Role.MEMBER)
+    token_sha256 = models.CharField(max_length=64, unique=True)
+    invited_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(role__in=["owner", "member"]), name="invitation_role_valid"),
+            models.CheckConstraint(condition=Q(token_sha256__regex=r"^[0-9a-f]{64}$"), name="invitation_sha256_hex"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.email} to {self.publisher_id} as {self.role}"
+
+
 class Tag(models.Model):
     name = models.CharField(max_length=32, unique=True)
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.paginator import Page, Paginator
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
-from .models import ApiToken, Membership, Template, TemplateVersion
+from .models import ApiToken, Membership, Publisher, PublisherInvitation, Template, TemplateVersion
 from .versions import SemVer
 
 
@@ -91,3 +92,22 @@ def template_versions_sorted(template: Template) -> list[TemplateVersion]:
     """Newest first by semantic version (a release after its pre-releases)."""
     versions = TemplateVersion.objects.filter(template=template).defer("readme", "readme_html")
     return sorted(versions, key=lambda v: SemVer.parse(v.version), reverse=True)
+
+
+def publisher_templates(user: User | AnonymousUser, publisher: Publisher) -> QuerySet[Template]:
+    """A publisher's catalog cards: public ones for everybody, private ones for its members."""
+    return template_catalog(user).filter(publisher=publisher)
+
+
+def memberships_of(user: User) -> QuerySet[Membership]:
+    return Membership.objects.filter(user=user).select_related("publisher").order_by("publisher__name")
+
+
+def publisher_members(publisher: Publisher) -> QuerySet[Membership]:
+    return Membership.objects.filter(publisher=publisher).select_related("user").order_by("-role", "user__username")
+
+
+def publisher_pending_invitations(publisher: Publisher) -> QuerySet[PublisherInvitation]:
+    return PublisherInvitation.objects.filter(
+        publisher=publisher, accepted_at__isnull=True, expires_at__gt=timezone.now()
+    ).select_related("invited_by")

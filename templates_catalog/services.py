@@ -3,6 +3,7 @@
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 import tempfile
 from dataclasses import dataclass
@@ -53,12 +54,40 @@ class PublishResult:
     created: bool
 
 
+PUBLISHER_SLUG_PATTERN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# Paths under /publishers/ that a publisher's slug would shadow.
+RESERVED_PUBLISHER_SLUGS = frozenset({"new"})
+
+
 def publisher_create(*, slug: str, name: str, owner: AbstractBaseUser | None = None) -> Publisher:
-    with transaction.atomic():
-        publisher = Publisher.objects.create(slug=slug, name=name)
-        if owner is not None:
-            Membership.objects.create(publisher=publisher, user=owner, role=Membership.Role.OWNER)
+    """A new publisher; `owner`, when given, becomes its first owner. Raises ValidationError
+    (by field) for a malformed, reserved or taken slug and a bad name."""
+    _check_publisher_slug(slug)
+    publisher = Publisher(slug=slug, name=name.strip())
+    publisher.full_clean(validate_unique=False)
+    try:
+        with transaction.atomic():
+            publisher.save()
+            if owner is not None:
+                Membership.objects.create(publisher=publisher, user=owner, role=Membership.Role.OWNER)
+    except IntegrityError:
+        # Two people chose the same slug at the same moment: the second one is told, not crashed.
+        raise ValidationError({"slug": _slug_taken(slug)}) from None
     return publisher
+
+
+def _check_publisher_slug(slug: str) -> None:
+    if not PUBLISHER_SLUG_PATTERN.match(slug):
+        raise ValidationError(
+            {"slug": f"“{slug}” is not a valid slug: use 1 to 64 lowercase letters, digits and hyphens, "
+             "starting and ending with a letter or digit, e.g. acme-ai."}
+        )
+    if slug in RESERVED_PUBLISHER_SLUGS or Publisher.objects.filter(slug=slug).exists():
+        raise ValidationError({"slug": _slug_taken(slug)})
+
+
+def _slug_taken(slug: str) -> str:
+    return f"The slug “{slug}” is taken: choose another one."
 
 
 def bundle_limits() -> BundleLimits:
