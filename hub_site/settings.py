@@ -78,6 +78,16 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # A file, not memory, so test worker processes (Celery) can share the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test.sqlite3")}
+    # The embedded default must take concurrent writers: WAL lets readers run beside the
+    # writer, and IMMEDIATE takes the write lock when a transaction begins, so a second
+    # writer waits for it (up to the timeout) instead of failing with "database is locked"
+    # when it tries to upgrade a read.
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": env_int("SQLITE_BUSY_TIMEOUT_SECONDS", 20, minimum=1),
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+        **DATABASES["default"].get("OPTIONS", {}),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -208,7 +218,11 @@ CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BEAT_SCHEDULE = {
     "reap-stale-builds": {"task": "templates_catalog.builds_reap_stale", "schedule": 300.0},
+    "sweep-unreferenced-blobs": {"task": "templates_catalog.blobs_sweep_unreferenced", "schedule": 3600.0},
 }
+# A stored bundle that no version references is deleted by the sweeper only once it is
+# older than this: an upload writes its blob before its row, and may be mid-publish.
+BLOB_SWEEP_GRACE_SECONDS = env_int("BLOB_SWEEP_GRACE_SECONDS", 24 * 3600, minimum=60)
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)

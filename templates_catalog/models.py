@@ -166,6 +166,23 @@ class TemplateVersion(models.Model):
         return self.manifest.get("resources", {})
 
 
+class BundleProblem(models.Model):
+    """A version whose stored bundle failed a check: written by `manage.py storage_check` and
+    by a download that found no blob, removed when a check passes again. The version row
+    itself never changes, so the finding lives beside it."""
+
+    class Kind(models.TextChoices):
+        MISSING = "missing", "the stored bundle is missing"
+        MISMATCH = "mismatch", "the stored bundle does not match its digest"
+
+    version = models.OneToOneField(TemplateVersion, on_delete=models.CASCADE, related_name="bundle_problem")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    detected_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.version}: {self.get_kind_display()}"
+
+
 class VersionRequirement(models.Model):
     """An edge a version declares in `requires`: it needs `template` in `version_range`,
     reachable under `<ALIAS>_URL`."""

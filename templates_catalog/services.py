@@ -14,17 +14,18 @@ from typing import BinaryIO
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.files import File
 from django.core.files.storage import storages
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from .blobs import blob_put
 from .bundles import BundleContents, BundleInvalid, BundleLimits, BundleTooLarge, bundle_extract, stream_to_file
 from .manifest import FieldError, Manifest, ManifestInvalid, manifest_from_bytes
 from .manifest.schema import TIER_RANK, Tier
-from .models import ApiToken, Membership, Publisher, Tag, Template, TemplateVersion, VersionRequirement
+from .models import ApiToken, BundleProblem, Membership, Publisher, Tag, Template, TemplateVersion, VersionRequirement
 from .readme import readme_to_html
 from .selectors import publisher_ids_of, template_versions_sorted
+from .stored_bundles import bundle_problem_forget, bundle_storage_path
 from .versions import SemVer, version_in_range
 
 logger = logging.getLogger(__name__)
@@ -99,10 +100,6 @@ def bundle_limits() -> BundleLimits:
     )
 
 
-def bundle_storage_path(sha256: str) -> str:
-    return f"bundles/sha256/{sha256[:2]}/{sha256}.tar.gz"
-
-
 def template_version_publish(
     *,
     publisher: Publisher,
@@ -114,7 +111,8 @@ def template_version_publish(
     """Validate a bundle stream and publish it as a new immutable version.
 
     The same name, version and bytes again is a no-op; the same name and version
-    with other bytes is a conflict. Nothing is kept unless everything succeeds.
+    with other bytes is a conflict. No row is kept unless everything succeeds; the blob of
+    a publish that failed is left for the sweeper, since a concurrent one may share it.
     """
     with tempfile.NamedTemporaryFile(prefix="bundle-", suffix=".tar.gz") as spooled, tempfile.TemporaryDirectory(
         prefix="bundle-"
@@ -134,12 +132,15 @@ def template_version_publish(
             raise PublishRejected(
                 [FieldError("hub.yaml name", f"is {manifest.name!r} but this upload is for {expected_name!r}")]
             )
-        existing = _existing_version(manifest, sha256, publisher)
-        if existing is not None:
-            return PublishResult(version=existing, created=False)
-        spooled.seek(0)
         candidate = _Candidate(publisher, manifest, contents, sha256, size, published_by, visibility)
-        return _publish_new(candidate, blob=spooled)
+        existing = _existing_version(manifest, sha256, publisher)
+        if existing is None:
+            return _publish_new(candidate, blob=spooled)
+        # The same bytes again: nothing changes, except that a lost or damaged blob is repaired.
+        damaged = BundleProblem.objects.filter(version=existing).exists()
+        if _bundle_put(candidate, path=existing.bundle_path, blob=spooled, replace=damaged) or damaged:
+            bundle_problem_forget(version=existing)
+        return PublishResult(version=existing, created=False)
 
 
 @dataclass(frozen=True)
@@ -181,27 +182,23 @@ def _existing_version(manifest: Manifest, sha256: str, publisher: Publisher) -> 
 
 
 def _publish_new(candidate: _Candidate, *, blob: BinaryIO) -> PublishResult:
-    storage = storages["artifacts"]
+    # The blob goes first, so that no committed row ever names a blob never written. If
+    # anything below fails, the blob stays: another upload of the same bytes may already
+    # rely on it, and the sweeper removes it later if no version ever does.
     path = bundle_storage_path(candidate.sha256)
-    blob_is_new = not storage.exists(path)
-    if blob_is_new:
-        saved = storage.save(path, File(blob, name=path))
-        if saved != path:
-            storage.delete(saved)
-            raise RuntimeError(f"artifact storage renamed {path} to {saved}; it must store by digest")
+    _bundle_put(candidate, path=path, blob=blob)
     try:
         with transaction.atomic():
             version = _create_version_rows(candidate, path=path)
     except IntegrityError:
         # Someone published the same version at the same moment: answer as if they were first.
-        _forget_blob(storage, path, blob_is_new)
         existing = _existing_version(candidate.manifest, candidate.sha256, candidate.publisher)
         if existing is None:
             raise
         return PublishResult(version=existing, created=False)
-    except BaseException:
-        _forget_blob(storage, path, blob_is_new)
-        raise
+    # Again, now that the row is visible: the sweeper may have parked an old unreferenced
+    # copy of these bytes while this row was not yet committed.
+    _bundle_put(candidate, path=path, blob=blob)
     if settings.BUILD_ON_PUBLISH:
         from .builds import build_request  # builds depends on this module
 
@@ -209,9 +206,8 @@ def _publish_new(candidate: _Candidate, *, blob: BinaryIO) -> PublishResult:
     return PublishResult(version=version, created=True)
 
 
-def _forget_blob(storage, path: str, blob_is_new: bool) -> None:
-    if blob_is_new and not TemplateVersion.objects.filter(bundle_path=path).exists():
-        storage.delete(path)
+def _bundle_put(candidate: _Candidate, *, path: str, blob: BinaryIO, replace: bool = False) -> bool:
+    return blob_put(storage=storages["artifacts"], path=path, file=blob, size=candidate.size, replace=replace)
 
 
 def _create_version_rows(candidate: _Candidate, *, path: str) -> TemplateVersion:

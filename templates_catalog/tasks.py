@@ -1,6 +1,6 @@
 from celery import shared_task
 
-from . import builds
+from . import builds, stored_bundles
 
 
 # A build is keyed by its content digests, so running it twice is harmless: it may be
@@ -13,3 +13,8 @@ def build_run(build_id: int) -> str:
 @shared_task(name="templates_catalog.builds_reap_stale")
 def builds_reap_stale() -> int:
     return builds.builds_reap_stale()
+
+
+@shared_task(name="templates_catalog.blobs_sweep_unreferenced")
+def blobs_sweep_unreferenced() -> int:
+    return len(stored_bundles.blobs_sweep_unreferenced())

@@ -11,7 +11,7 @@ from builders.errors import BuildFailed
 from .builds import build_request
 from .filters import TemplateFilter
 from .manifest import Tier
-from .models import TemplateVersion
+from .models import BundleProblem, TemplateVersion
 from .selectors import template_catalog, template_catalog_page, template_detail, template_versions_sorted, templates_visible_to
 from .services import user_can_publish_to
 
@@ -92,6 +92,8 @@ def version_page(request: HttpRequest, name: str, version: str) -> HttpResponse:
         "template": found.template,
         "version": found,
         "build": found.builds.first(),
+        # Found by storage_check or by a download, never by hashing the bundle on a page view.
+        "bundle_problem": BundleProblem.objects.filter(version=found).first(),
         "can_build": user_can_publish_to(request.user, found.template.publisher) if request.user.is_authenticated else False,
     }
     return render(request, "catalog/version_page.html", context)

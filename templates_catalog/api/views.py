@@ -16,9 +16,10 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from ..filters import TemplateFilter
-from ..models import ApiToken, Membership, Publisher, Template, TemplateVersion
+from ..models import ApiToken, BundleProblem, Membership, Publisher, Template, TemplateVersion
 from ..selectors import template_catalog, template_detail
 from ..services import template_version_publish, template_version_yank
+from ..stored_bundles import bundle_problem_record
 from .parsers import BundleStreamParser, OctetStreamBundleParser
 from .serializers import (
     PublishErrorSerializer,
@@ -35,6 +36,11 @@ BUNDLE_CONTENT_TYPES = {"application/gzip", "application/octet-stream"}
 class PayloadTooLarge(exceptions.APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
     default_code = "too_large"
+
+
+class BundleUnavailable(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "bundle_unavailable"
 
 
 class LengthRequired(exceptions.APIException):
@@ -146,12 +152,18 @@ class VersionYank(APIView):
 class VersionBundle(APIView):
     """The bundle's bytes, with their sha256 in `X-Bundle-SHA256` and `Digest`."""
 
-    @extend_schema(responses={(200, "application/gzip"): OpenApiTypes.BINARY})
+    @extend_schema(
+        responses={
+            (200, "application/gzip"): OpenApiTypes.BINARY,
+            503: OpenApiResponse(description="the stored bundle is missing or damaged: upload the same bundle again"),
+        }
+    )
     def get(self, request: Request, name: str, version: str) -> FileResponse:
         template = _visible_template(request, name)
         found = get_object_or_404(TemplateVersion, template=template, version=version)
+        stored = _open_bundle(found)
         response = FileResponse(
-            storages["artifacts"].open(found.bundle_path, "rb"),
+            stored,
             as_attachment=True,
             filename=f"{name}-{version}.tar.gz",
             content_type="application/gzip",
@@ -160,6 +172,20 @@ class VersionBundle(APIView):
         response["Digest"] = "sha-256=" + base64.b64encode(bytes.fromhex(found.bundle_sha256)).decode()
         response["ETag"] = f'"{found.bundle_sha256}"'
         return response
+
+
+def _open_bundle(version: TemplateVersion):
+    """The stored bytes, unless they are known to be damaged or turn out to be missing."""
+    problem = BundleProblem.objects.filter(version=version).first()
+    if problem is None:
+        try:
+            return storages["artifacts"].open(version.bundle_path, "rb")
+        except FileNotFoundError:
+            problem = bundle_problem_record(version=version, kind=BundleProblem.Kind.MISSING)
+    raise BundleUnavailable(
+        f"{version.template.name} {version.version} cannot be downloaded: {problem.get_kind_display()}. Uploading "
+        "the same bundle again repairs it; the hub's operator lists every such version with `manage.py storage_check`."
+    )
 
 
 def _publisher_for_upload(request: Request, name: str) -> Publisher:
