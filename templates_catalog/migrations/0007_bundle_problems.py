@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('templates_catalog', '0005_build_system_lock'),
+        ('templates_catalog', '0006_publisher_invitations'),
     ]
 
     operations = [
