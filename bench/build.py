@@ -35,8 +35,9 @@ import docker  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 
+from hub_site.backends import build_backend  # noqa: E402
 from templates_catalog import builds  # noqa: E402
-from templates_catalog.builds import build_backend, build_request, build_run  # noqa: E402
+from templates_catalog.builds import build_request, build_run  # noqa: E402
 from templates_catalog.bundles import bundle_pack  # noqa: E402
 from templates_catalog.services import publisher_create, template_version_publish  # noqa: E402
 

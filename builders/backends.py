@@ -13,13 +13,22 @@ from pathlib import Path
 from typing import Protocol
 
 import docker
-from docker.errors import APIError, BuildError, DockerException, ImageNotFound
+from docker.errors import APIError, BuildError, ContainerError, DockerException, ImageNotFound
 
 from .debs import DebCache, LockedDeb
 from .errors import BuildFailed
 from .render import LABEL_ARGS, BuildContext
 
 Log = Callable[[str], None]
+IMAGE_NAMESPACE = "aihub"
+# Run inside a fresh build, in the template's folder, with no network: a template whose
+# handler cannot even be imported fails its build instead of its first deploy.
+IMPORT_CHECK = (
+    "import importlib, os, sys\n"
+    "sys.path.insert(0, os.getcwd())\n"
+    "module_name, _, class_name = sys.argv[1].partition(':')\n"
+    "getattr(importlib.import_module(module_name), class_name)\n"
+)
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,12 @@ class BuiltImage:
 
 class BuildBackend(Protocol):
     name: str
+
+    def reference_for(self, template_name: str, cache_key: str) -> str:
+        """The name this backend gives the artifact of `template_name` built under `cache_key`."""
+
+    def deb_path(self, deb: LockedDeb) -> Path:
+        """Where the `.deb` file of a locked system package lies, to copy into a build context."""
 
     def base_image_id(self, base_image: str) -> str: ...
 
@@ -61,6 +76,14 @@ class DockerBackend:
         self.deb_cache = deb_cache
         # Rebuild every layer (an operator's "from scratch"); cache hits by key still apply.
         self.no_cache = no_cache
+
+    def reference_for(self, template_name: str, cache_key: str) -> str:
+        return f"{IMAGE_NAMESPACE}/{template_name}:{cache_key[:32]}"
+
+    def deb_path(self, deb: LockedDeb) -> Path:
+        if self.deb_cache is None:
+            raise BuildFailed("this hub is not set up to install system packages (no Debian package cache)")
+        return self.deb_cache.path_of(deb)
 
     def base_image_id(self, base_image: str) -> str:
         try:
@@ -96,6 +119,8 @@ class DockerBackend:
             log(f"reusing the dependencies image {context.deps_image}: same base image and lock")
         build_args = {arg: labels.get(label, "") for label, arg in LABEL_ARGS.items()}
         image = self._build(context.app_path, reference, build_args, log)
+        if context.handler:
+            self._check_import(image, reference, context.handler, log)
         if self.registry:
             return self._push(image, reference, log)
         return BuiltImage(reference=reference, digest=image.id)
@@ -114,6 +139,19 @@ class DockerBackend:
             return self.client.images.get(tag)
         except (APIError, BuildError, DockerException) as exc:
             raise BuildFailed(f"the Docker Engine failed the build: {exc}") from None
+
+    def _check_import(self, image, reference: str, handler: str, log: Log) -> None:
+        log(f"checking that {handler} imports in the image, with no network")
+        try:
+            self.client.containers.run(
+                image.id, ["-c", IMPORT_CHECK, handler], entrypoint=["python"], network_disabled=True, remove=True,
+                stderr=True,
+            )
+        except ContainerError as exc:
+            # Untag it, or the next build of the same key would find it and call it a success.
+            self.client.images.remove(reference, force=True)
+            stderr = exc.stderr.decode(errors="replace") if exc.stderr else str(exc)
+            raise BuildFailed(_import_failure(handler, stderr)) from None
 
     def _push(self, image, reference: str, log: Log) -> BuiltImage:
         repository, tag = reference.rsplit(":", 1)
@@ -136,6 +174,11 @@ def _python_version_in(client, image_id: str) -> str:
     return output.decode().strip()
 
 
+def _import_failure(handler: str, stderr: str) -> str:
+    last = stderr.strip().splitlines()[-1] if stderr.strip() else "no output"
+    return f"serve.handler {handler} cannot be imported in the built template: {last}"
+
+
 def _build_error(message: str) -> str:
     text = message.strip()
     if "pip install" in text or "requirements.lock" in text:
@@ -154,6 +197,12 @@ class VenvBackend:
     def __init__(self, root: str | os.PathLike, python: str | None = None):
         self.root = Path(root)
         self.python = python or sys.executable
+
+    def reference_for(self, template_name: str, cache_key: str) -> str:
+        return f"venv://{IMAGE_NAMESPACE}/{template_name}:{cache_key[:32]}"
+
+    def deb_path(self, deb: LockedDeb) -> Path:
+        raise BuildFailed(f"the venv backend cannot install system packages ({deb.filename}): build this template on a Docker Engine")
 
     def base_image_id(self, base_image: str) -> str:
         version = subprocess.run(
@@ -208,6 +257,18 @@ class VenvBackend:
             raise BuildFailed(f"installing the locked wheels failed: {result.stderr.strip()[-1000:]}")
         for part in ("harness", "template"):
             shutil.copytree(context.app_path / part, scratch / part)
+        if context.handler:
+            self._check_import(scratch, context.handler, log)
+
+    def _check_import(self, folder: Path, handler: str, log: Log) -> None:
+        # No network namespace without privileges here: the import runs with the host's network.
+        log(f"checking that {handler} imports in the virtualenv")
+        result = subprocess.run(
+            [str(folder / "venv" / "bin" / "python"), "-c", IMPORT_CHECK, handler],
+            cwd=folder / "template", capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")},
+        )
+        if result.returncode != 0:
+            raise BuildFailed(_import_failure(handler, result.stderr))
 
     def _folder(self, reference: str) -> Path:
         return venv_folder(self.root, reference)

@@ -9,10 +9,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import canonicalize_name
+
 from .backends import BuildBackend, BuiltImage
 from .debs import LockedDeb
 from .errors import BuildFailed
 from .render import RENDERER_VERSION, build_context_render
+from .spec import TemplateSpec
 from .wheelhouse import LockedWheel, Wheelhouse
 
 
@@ -20,7 +24,7 @@ from .wheelhouse import LockedWheel, Wheelhouse
 class BuildRequest:
     template_name: str
     version: str
-    manifest: dict
+    spec: TemplateSpec
     bundle_sha256: str
     template_dir: Path
     base_image: str
@@ -48,11 +52,6 @@ def cache_key_for(*, bundle_sha256: str, base_image_id: str, lock: list[LockedWh
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
-def image_reference(request: BuildRequest, cache_key: str, backend: BuildBackend) -> str:
-    name = f"aihub/{request.template_name}"
-    return f"venv://{name}:{cache_key[:32]}" if backend.name == "venv" else f"{name}:{cache_key[:32]}"
-
-
 def build_execute(
     request: BuildRequest,
     *,
@@ -64,11 +63,11 @@ def build_execute(
 ) -> BuildOutcome:
     started = time.monotonic()
     base_id = backend.base_image_id(request.base_image)
-    runtime = request.manifest["runtime"]
-    debs = backend.system_packages(runtime["system_packages"], base_image=request.base_image, base_image_id=base_id, log=log)
-    lock = wheelhouse.resolve([*runtime["packages"], *harness_requirements], log=log)
+    spec = request.spec
+    debs = backend.system_packages(list(spec.system_packages), base_image=request.base_image, base_image_id=base_id, log=log)
+    lock = wheelhouse.resolve([*spec.packages, *harness_requirements], log=log)
     cache_key = cache_key_for(bundle_sha256=request.bundle_sha256, base_image_id=base_id, lock=lock, debs=debs)
-    reference = image_reference(request, cache_key, backend)
+    reference = backend.reference_for(request.template_name, cache_key)
     found = backend.find(reference)
     if found is not None:
         log(f"cache hit: {reference} was built from the same bundle, base image, renderer and lock")
@@ -78,7 +77,7 @@ def build_execute(
     log(f"building {reference}")
     with tempfile.TemporaryDirectory(prefix="hub-context-") as scratch:
         context = build_context_render(
-            manifest=request.manifest,
+            spec=spec,
             template_dir=request.template_dir,
             lock=lock,
             wheelhouse=wheelhouse,
@@ -87,14 +86,14 @@ def build_execute(
             base_image_id=base_id,
             out=Path(scratch),
             debs=debs,
-            deb_cache=getattr(backend, "deb_cache", None),
+            deb_path=backend.deb_path,
         )
         image = backend.build(context, reference=reference, labels=labels, log=log)
     return BuildOutcome(image, cache_key, False, lock, debs, time.monotonic() - started)
 
 
 def _require_python(backend: BuildBackend, request: BuildRequest) -> None:
-    wanted = request.manifest["runtime"]["python"]
+    wanted = request.spec.python
     found = backend.python_version(request.base_image)
     if found != wanted:
         raise BuildFailed(
@@ -105,3 +104,20 @@ def _require_python(backend: BuildBackend, request: BuildRequest) -> None:
 
 def read_requirements(path: Path) -> list[str]:
     return [line.strip() for line in path.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def harness_pins_for(spec: TemplateSpec, harness_pins: list[str]) -> list[str]:
+    """The harness's pins a template needs: none for a job that serves nothing, and never
+    one for a package the template pins itself (its pin wins). Names are compared
+    canonically: `prometheus_client==…` replaces `prometheus-client==…`."""
+    if spec.serve is None:
+        return []
+    own = {_canonical_name(pin) for pin in spec.packages}
+    return [pin for pin in harness_pins if _canonical_name(pin) not in own]
+
+
+def _canonical_name(pin: str) -> str:
+    try:
+        return canonicalize_name(Requirement(pin).name)
+    except InvalidRequirement:
+        raise BuildFailed(f"{pin!r} is not a valid requirement: write `name==version`") from None

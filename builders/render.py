@@ -12,20 +12,24 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from .debs import DebCache, LockedDeb
+from .debs import LockedDeb
 from .errors import BuildFailed
+from .spec import TemplateSpec
 from .wheelhouse import LockedWheel, Wheelhouse
 
 # Part of every cache key: bump it whenever a Dockerfile or the context layout changes.
-RENDERER_VERSION = "3"
+RENDERER_VERSION = "4"
 APP_USER = "65532:65532"
 HARNESS_PACKAGE = "harness"
+# The harness's configuration, resolved by the hub's schema, inside the harness's folder.
+SERVE_CONFIG_FILE = "serve.json"
 # The labels every image carries; their values arrive as build arguments.
 LABEL_ARGS = {
     "org.opencontainers.image.title": "HUB_TITLE",
@@ -77,6 +81,8 @@ class BuildContext:
     deps_key: str
     lock: list[LockedWheel]
     debs: list[LockedDeb]
+    # `module:Class` the built artifact must import before it counts as built; None for a job.
+    handler: str | None = None
 
     @property
     def deps_image(self) -> str:
@@ -102,10 +108,10 @@ def _image(reference: str) -> str:
     return reference
 
 
-def entrypoint_for(manifest: dict) -> list[str]:
-    if manifest["kind"] == "job":
-        return list(manifest["job"]["command"])
-    port = str(int(manifest["serve"]["port"]))
+def entrypoint_for(spec: TemplateSpec) -> list[str]:
+    if spec.is_job:
+        return list(spec.job_command)
+    port = str(int(spec.serve.port))  # int() again: nothing but digits reaches the Dockerfile
     return ["python", "-m", HARNESS_PACKAGE, "--template-dir", "/opt/hub/template", "--host", "0.0.0.0", "--port", port]
 
 
@@ -113,13 +119,13 @@ def deps_dockerfile_render(*, base_image: str, has_debs: bool = False) -> str:
     return _deps_template.render(base_image=_image(base_image), has_debs=has_debs)
 
 
-def app_dockerfile_render(*, manifest: dict, deps_image: str) -> str:
+def app_dockerfile_render(*, spec: TemplateSpec, deps_image: str) -> str:
     return _app_template.render(
         deps_image=_image(deps_image),
         harness_package=HARNESS_PACKAGE,
         user=APP_USER,
-        port=int(manifest["serve"]["port"]) if manifest["kind"] == "service" else None,
-        entrypoint=entrypoint_for(manifest),
+        port=None if spec.is_job else int(spec.serve.port),
+        entrypoint=entrypoint_for(spec),
         labels=sorted(LABEL_ARGS.items()),
     )
 
@@ -136,7 +142,7 @@ def deps_key_for(*, base_image_id: str, lock: list[LockedWheel], debs: list[Lock
 
 def build_context_render(
     *,
-    manifest: dict,
+    spec: TemplateSpec,
     template_dir: Path,
     lock: list[LockedWheel],
     wheelhouse: Wheelhouse,
@@ -145,7 +151,7 @@ def build_context_render(
     base_image_id: str,
     out: Path,
     debs: list[LockedDeb] = (),
-    deb_cache: DebCache | None = None,
+    deb_path: Callable[[LockedDeb], Path] | None = None,
 ) -> BuildContext:
     context = BuildContext(
         deps_path=out / "deps",
@@ -153,13 +159,16 @@ def build_context_render(
         deps_key=deps_key_for(base_image_id=base_image_id, lock=lock, debs=debs),
         lock=lock,
         debs=list(debs),
+        handler=spec.serve.handler if spec.serve else None,
     )
-    _render_deps(context, wheelhouse, base_image, deb_cache)
-    _render_app(context, manifest, template_dir, harness_dir)
+    _render_deps(context, wheelhouse, base_image, deb_path)
+    _render_app(context, spec, template_dir, harness_dir)
     return context
 
 
-def _render_deps(context: BuildContext, wheelhouse: Wheelhouse, base_image: str, deb_cache: DebCache | None) -> None:
+def _render_deps(
+    context: BuildContext, wheelhouse: Wheelhouse, base_image: str, deb_path: Callable[[LockedDeb], Path] | None
+) -> None:
     wheels = context.deps_path / "wheels"
     wheels.mkdir(parents=True)
     for wheel in context.lock:
@@ -167,18 +176,23 @@ def _render_deps(context: BuildContext, wheelhouse: Wheelhouse, base_image: str,
     if context.debs:
         (context.deps_path / "debs").mkdir()
         for deb in context.debs:
-            shutil.copy2(deb_cache.path_of(deb), context.deps_path / "debs" / deb.filename)
+            shutil.copy2(deb_path(deb), context.deps_path / "debs" / deb.filename)
     (context.deps_path / "requirements.lock").write_text("".join(f"{w.requirement_line()}\n" for w in context.lock))
     dockerfile = deps_dockerfile_render(base_image=base_image, has_debs=bool(context.debs))
     (context.deps_path / "Dockerfile").write_text(dockerfile)
     _normalise(context.deps_path)
 
 
-def _render_app(context: BuildContext, manifest: dict, template_dir: Path, harness_dir: Path) -> None:
+def _render_app(context: BuildContext, spec: TemplateSpec, template_dir: Path, harness_dir: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "testing.py")
-    shutil.copytree(harness_dir, context.app_path / HARNESS_PACKAGE, ignore=ignore)
+    # A serve.json lying in a development checkout of the harness is never shipped.
+    harness_ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "testing.py", SERVE_CONFIG_FILE)
+    shutil.copytree(harness_dir, context.app_path / HARNESS_PACKAGE, ignore=harness_ignore)
+    if spec.serve is not None:
+        serve_config = json.dumps(spec.serve_config(), indent=1, sort_keys=True)
+        (context.app_path / HARNESS_PACKAGE / SERVE_CONFIG_FILE).write_text(serve_config)
     shutil.copytree(template_dir, context.app_path / "template", ignore=ignore)
-    (context.app_path / "Dockerfile").write_text(app_dockerfile_render(manifest=manifest, deps_image=context.deps_image))
+    (context.app_path / "Dockerfile").write_text(app_dockerfile_render(spec=spec, deps_image=context.deps_image))
     _normalise(context.app_path)
 
 

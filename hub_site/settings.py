@@ -183,8 +183,13 @@ CACHES = {
     )
 }
 
-# Builds: "auto" uses the Docker Engine when one answers, else local virtualenvs.
+# Builds: "docker", "venv", the dotted path of a backend class, or "auto": the worker
+# uses the Docker Engine when one answers, else local virtualenvs (hub_site/backends.py).
 BUILD_BACKEND = env_str("BUILD_BACKEND", "auto")
+if BUILD_BACKEND not in {"auto", "docker", "venv"} and "." not in BUILD_BACKEND:
+    raise ImproperlyConfigured(
+        f"BUILD_BACKEND={BUILD_BACKEND!r} is not a backend: write auto, docker, venv or the dotted path of a backend class."
+    )
 BUILD_BASE_IMAGE = env_str("BUILD_BASE_IMAGE", "python:3.11-slim")
 BUILD_REGISTRY = env_str("BUILD_REGISTRY", "")
 BUILD_NO_CACHE = env_bool("BUILD_NO_CACHE", False)

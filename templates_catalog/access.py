@@ -2,6 +2,7 @@
 memberships to decide a permission."""
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
 
 from .models import ApiToken, Membership, Publisher, Template, TemplateVersion
 
@@ -30,6 +31,30 @@ def may_read(user: AbstractBaseUser | AnonymousUser, template: Template, token: 
 
 def may_publish(user: AbstractBaseUser | AnonymousUser, publisher: Publisher) -> bool:
     return is_member(user, publisher)
+
+
+def publish_refusal(
+    user: AbstractBaseUser | AnonymousUser, publisher: Publisher, template_name: str, token: ApiToken | None = None
+) -> str | None:
+    """Why `user` (or `token`) may not publish `template_name` as `publisher`; None when they may."""
+    if token is not None:
+        if not token.can_publish:
+            return "This token is read-only; create one with the publish permission."
+        if token.publisher_id != publisher.pk:
+            return f"This token belongs to another publisher than {template_name!r}'s."
+        if not token.covers(template_name):
+            return f"This token is limited to {', '.join(token.template_names)}; {template_name!r} is not one of them."
+        return None
+    if not may_publish(user, publisher):
+        return f"You are not a member of the publisher of {template_name!r}."
+    return None
+
+
+def publishers_of(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Publisher]:
+    """The publishers `user` may publish as."""
+    if not user.is_authenticated or not user.is_active:
+        return Publisher.objects.none()
+    return Publisher.objects.filter(memberships__user_id=user.pk).order_by("slug")
 
 
 def may_build(user: AbstractBaseUser | AnonymousUser, version: TemplateVersion) -> bool:

@@ -1,6 +1,10 @@
 """Build services: request a build of a version, run it, and repair builds whose
 worker vanished. The building itself is `builders/`, plain Python behind a backend
-chosen by the BUILD_BACKEND setting."""
+chosen by the BUILD_BACKEND setting (see `hub_site.backends`).
+
+The web process never constructs a backend (that may probe a Docker Engine): a build row
+records the backend asked for, "auto" included, and the worker resolves "auto" when it
+starts the build, records the concrete one in `backend_used` and builds with exactly it."""
 
 import logging
 import tempfile
@@ -8,57 +12,36 @@ import threading
 import time
 from dataclasses import asdict
 from datetime import timedelta
-from functools import lru_cache
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.files.storage import storages
 from django.db import IntegrityError, transaction
 from django.db.models import F, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
-from builders.backends import BuildBackend, DockerBackend, VenvBackend, docker_engine_answers
-from builders.build import BuildRequest, build_execute, read_requirements
-from builders.debs import DebCache
+from builders.build import BuildRequest, build_execute, harness_pins_for, read_requirements
 from builders.errors import BuildFailed
 from builders.wheelhouse import Wheelhouse
+from hub_site.backends import build_backend, build_backend_resolve
 
 from .bundles import bundle_extract
 from .models import Build, TemplateVersion
 from .services import bundle_limits
+from .specs import manifest_of, template_spec_of
+from .stored_bundles import BundleAltered, bundle_copy_verified
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 LOG_FLUSH_SECONDS = 0.5
 
 
-@lru_cache(maxsize=1)
-def build_backend() -> BuildBackend:
-    """The BUILD_BACKEND setting: "docker", "venv", "auto" (Docker Engine when one
-    answers, else venvs) or the dotted path of a class with the same interface."""
-    choice = settings.BUILD_BACKEND
-    if choice == "auto":
-        choice = "docker" if docker_engine_answers() else "venv"
-    if choice == "docker":
-        return DockerBackend(
-            registry=settings.BUILD_REGISTRY or None,
-            no_cache=settings.BUILD_NO_CACHE,
-            deb_cache=DebCache(settings.DEB_CACHE_DIR),
-        )
-    if choice == "venv":
-        return VenvBackend(settings.VAR_DIR / "venvs")
-    return import_string(choice)()
-
-
 def build_request(*, version: TemplateVersion, requested_by: AbstractBaseUser | None = None) -> Build:
     """Queue a build of `version`, or return the one already queued or running."""
     if version.yanked:
         raise BuildFailed(f"{version} is yanked: it can no longer be built or deployed")
-    backend = build_backend()
-    active = dict(version=version, backend=backend.name, base_image=settings.BUILD_BASE_IMAGE)
+    active = dict(version=version, backend=settings.BUILD_BACKEND, base_image=settings.BUILD_BASE_IMAGE)
     try:
         with transaction.atomic():
             build = Build.objects.create(**active, requested_by=requested_by)
@@ -119,24 +102,29 @@ def _start(build_id: int) -> Build | None:
         build.status = Build.Status.RUNNING
         build.attempts += 1
         build.started_at = timezone.now()
-        build.log += f"--- attempt {build.attempts} on {build.backend}, base image {build.base_image}\n"
+        # A retried build keeps the backend its first attempt chose.
+        build.backend_used = build.backend_used or build_backend_resolve(build.backend)
+        asked = f" (asked: {build.backend})" if build.backend != build.backend_used else ""
+        build.log += f"--- attempt {build.attempts} on {build.backend_used}{asked}, base image {build.base_image}\n"
         build.save()
         return build
 
 
 def _execute(build: Build, log: "_LogWriter"):
-    version = TemplateVersion.objects.select_related("template").get(pk=build.version_id)
+    version = TemplateVersion.objects.select_related("template__publisher").get(pk=build.version_id)
+    spec = template_spec_of(version)
     with tempfile.TemporaryDirectory(prefix="hub-build-") as scratch:
         template_dir = Path(scratch) / "template"
         bundle_path = Path(scratch) / "bundle.tar.gz"
-        with storages["artifacts"].open(version.bundle_path, "rb") as source, open(bundle_path, "wb") as target:
-            while chunk := source.read(1 << 20):
-                target.write(chunk)
+        try:
+            bundle_copy_verified(version=version, target=bundle_path)
+        except BundleAltered as exc:
+            raise BuildFailed(str(exc)) from None
         bundle_extract(bundle_path, template_dir, bundle_limits())
         request = BuildRequest(
             template_name=version.template.name,
             version=version.version,
-            manifest=version.manifest,
+            spec=spec,
             bundle_sha256=version.bundle_sha256,
             template_dir=template_dir,
             base_image=build.base_image,
@@ -144,31 +132,23 @@ def _execute(build: Build, log: "_LogWriter"):
         )
         return build_execute(
             request,
-            backend=build_backend(),
-            wheelhouse=Wheelhouse(settings.WHEELHOUSE_DIR, python_version=version.manifest["runtime"]["python"]),
+            backend=build_backend(build.backend_used),
+            wheelhouse=Wheelhouse(settings.WHEELHOUSE_DIR, python_version=spec.python),
             harness_dir=settings.HARNESS_DIR,
-            harness_requirements=_harness_requirements(version),
+            harness_requirements=harness_pins_for(spec, read_requirements(settings.HARNESS_DIR / "requirements.txt")),
             log=log.write,
         )
 
 
-def _harness_requirements(version: TemplateVersion) -> list[str]:
-    if version.manifest["kind"] == "job" and not version.manifest.get("serve"):
-        return []
-    own = {pin.split("==")[0].lower() for pin in version.manifest["runtime"]["packages"]}
-    # A template's own pin of a shared package wins over the harness's.
-    return [pin for pin in read_requirements(settings.HARNESS_DIR / "requirements.txt") if pin.split("==")[0].lower() not in own]
-
-
 def _labels(version: TemplateVersion) -> dict[str, str]:
-    manifest = version.manifest
+    manifest = manifest_of(version)
     return {
-        "org.opencontainers.image.title": manifest["title"],
-        "org.opencontainers.image.description": manifest["summary"],
+        "org.opencontainers.image.title": manifest.title,
+        "org.opencontainers.image.description": manifest.summary,
         "org.opencontainers.image.version": version.version,
         "org.opencontainers.image.revision": version.bundle_sha256,
         "org.opencontainers.image.source": f"{settings.HUB_PUBLIC_URL.rstrip('/')}/templates/{version.template.name}/",
-        "org.opencontainers.image.licenses": manifest["license"],
+        "org.opencontainers.image.licenses": manifest.license,
         "org.opencontainers.image.vendor": version.template.publisher.name,
         "io.aihub.template": version.template.name,
         "io.aihub.bundle-sha256": version.bundle_sha256,

@@ -4,6 +4,7 @@ from django import forms
 from django.contrib.auth.models import User
 from django.utils import timezone
 
+from .access import publishers_of
 from .manifest.schema import PATTERN_HINTS
 from .models import ApiToken, Publisher
 
@@ -26,7 +27,7 @@ class ApiTokenForm(forms.Form):
 
     def __init__(self, *args, user: User, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["publisher"].queryset = Publisher.objects.filter(memberships__user=user)
+        self.fields["publisher"].queryset = publishers_of(user)
 
     def clean_template_names(self) -> list[str]:
         import re

@@ -257,7 +257,9 @@ class Build(models.Model):
     ACTIVE = (Status.QUEUED, Status.RUNNING)
 
     version = models.ForeignKey(TemplateVersion, on_delete=models.PROTECT, related_name="builds")
-    backend = models.CharField(max_length=32)
+    # The BUILD_BACKEND asked for ("auto" included); the worker records the one it used.
+    backend = models.CharField(max_length=200)
+    backend_used = models.CharField(max_length=200, blank=True, default="")
     base_image = models.CharField(max_length=255)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
     cache_key = models.CharField(max_length=64, blank=True, default="")

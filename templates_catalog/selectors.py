@@ -13,13 +13,9 @@ from .models import ApiToken, Membership, Publisher, PublisherInvitation, Templa
 from .versions import SemVer
 
 
-def publisher_ids_of(user: User | AnonymousUser) -> set[int]:
-    if not user.is_authenticated:
-        return set()
-    return set(Membership.objects.filter(user=user).values_list("publisher_id", flat=True))
-
-
 def _visibility_filter(user: User | AnonymousUser, token: ApiToken | None = None) -> Q:
+    """The read scope of a queryset. It mirrors `access.may_read` as a filter (one query
+    for a whole list); yes/no permission questions go to `access`, not here."""
     public = Q(visibility=Template.Visibility.PUBLIC)
     if token is not None:
         # A token sees its own publisher's templates (those in its scope), never more.
@@ -85,6 +81,7 @@ def api_token_by_secret(secret: str) -> ApiToken | None:
 
 
 def api_tokens_of(user: User) -> QuerySet[ApiToken]:
+    # A read scope (the tokens of the user's publishers); revoking still asks `access`.
     return ApiToken.objects.filter(publisher__memberships__user=user).select_related("publisher", "created_by")
 
 

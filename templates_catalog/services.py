@@ -18,13 +18,14 @@ from django.core.files.storage import storages
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from .access import may_publish
 from .blobs import blob_put
 from .bundles import BundleContents, BundleInvalid, BundleLimits, BundleTooLarge, bundle_extract, stream_to_file
 from .manifest import FieldError, Manifest, ManifestInvalid, manifest_from_bytes
 from .manifest.schema import TIER_RANK, Tier
 from .models import ApiToken, BundleProblem, Membership, Publisher, Tag, Template, TemplateVersion, VersionRequirement
 from .readme import readme_to_html
-from .selectors import publisher_ids_of, template_versions_sorted
+from .selectors import template_versions_sorted
 from .stored_bundles import bundle_problem_forget, bundle_storage_path
 from .versions import SemVer, version_in_range
 
@@ -346,10 +347,6 @@ def template_version_yank(*, version: TemplateVersion, reason: str) -> TemplateV
     return version
 
 
-def user_can_publish_to(user: AbstractBaseUser, publisher: Publisher) -> bool:
-    return publisher.pk in publisher_ids_of(user)
-
-
 TOKEN_PREFIX = "hub_"
 
 
@@ -369,7 +366,7 @@ def api_token_create(
     expires_at: datetime | None = None,
 ) -> CreatedToken:
     """Mint a token. The secret is returned once and only its sha256 is stored."""
-    if not user_can_publish_to(created_by, publisher):
+    if not may_publish(created_by, publisher):
         raise PermissionDenied(f"you are not a member of {publisher.name}")
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError("the expiry must be in the future")
@@ -388,7 +385,7 @@ def api_token_create(
 
 
 def api_token_revoke(*, token: ApiToken, revoked_by: AbstractBaseUser) -> ApiToken:
-    if not user_can_publish_to(revoked_by, token.publisher):
+    if not may_publish(revoked_by, token.publisher):
         raise PermissionDenied(f"you are not a member of {token.publisher.name}")
     if token.revoked_at is None:
         token.revoked_at = timezone.now()

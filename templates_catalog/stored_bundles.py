@@ -7,6 +7,7 @@ import re
 import time
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 from django.core.files.storage import Storage, storages
@@ -124,3 +125,32 @@ def bundle_problem_record(*, version: TemplateVersion, kind: str) -> BundleProbl
 
 def bundle_problem_forget(*, version: TemplateVersion) -> None:
     BundleProblem.objects.filter(version=version).delete()
+
+
+# Reading a stored bundle back: a version promises never to change under anyone, so every
+# read that builds or deploys from the stored bytes hashes them again.
+class BundleAltered(Exception):
+    """The stored bundle's bytes no longer hash to the version's digest."""
+
+
+def bundle_copy_verified(*, version: TemplateVersion, target: Path) -> Path:
+    """Copy the stored bundle of `version` to `target`, hashing while copying; refuse it
+    (and remove the copy) when the digest no longer matches."""
+    digest = hashlib.sha256()
+    try:
+        with storages["artifacts"].open(version.bundle_path, "rb") as source, open(target, "wb") as copy:
+            while chunk := source.read(HASH_CHUNK):
+                digest.update(chunk)
+                copy.write(chunk)
+    except FileNotFoundError:
+        target.unlink(missing_ok=True)
+        raise BundleAltered(
+            f"the stored bundle of {version} is missing from the hub's storage: restore it from backup or publish a new version"
+        ) from None
+    if not hmac.compare_digest(digest.hexdigest(), version.bundle_sha256):
+        target.unlink(missing_ok=True)
+        raise BundleAltered(
+            f"the stored bundle of {version} no longer matches its digest sha256:{version.bundle_sha256}; "
+            "the hub's storage was altered: restore it from backup or publish a new version"
+        )
+    return target

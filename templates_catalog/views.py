@@ -8,12 +8,12 @@ from django.views.decorators.http import require_GET, require_POST
 
 from builders.errors import BuildFailed
 
+from .access import may_build
 from .builds import build_request
 from .filters import TemplateFilter
 from .manifest import Tier
 from .models import BundleProblem, TemplateVersion
 from .selectors import template_catalog, template_catalog_page, template_detail, template_versions_sorted, templates_visible_to
-from .services import user_can_publish_to
 
 TIER_BLURBS = {
     Tier.ATOMIC: "Single building blocks: a model server or a data service.",
@@ -94,7 +94,7 @@ def version_page(request: HttpRequest, name: str, version: str) -> HttpResponse:
         "build": found.builds.first(),
         # Found by storage_check or by a download, never by hashing the bundle on a page view.
         "bundle_problem": BundleProblem.objects.filter(version=found).first(),
-        "can_build": user_can_publish_to(request.user, found.template.publisher) if request.user.is_authenticated else False,
+        "can_build": may_build(request.user, found),
     }
     return render(request, "catalog/version_page.html", context)
 
@@ -109,7 +109,7 @@ def version_build_status(request: HttpRequest, name: str, version: str) -> HttpR
 @require_POST
 def version_build(request: HttpRequest, name: str, version: str) -> HttpResponse:
     found = _visible_version(request, name, version)
-    if not user_can_publish_to(request.user, found.template.publisher):
+    if not may_build(request.user, found):
         raise PermissionDenied("Only members of the publisher can build its versions.")
     try:
         build_request(version=found, requested_by=request.user)

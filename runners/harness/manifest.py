@@ -1,10 +1,13 @@
-"""Just enough of `hub.yaml` to serve a template.
+"""The serving configuration of a template.
 
-The hub validated the whole manifest at publish time (schema hub/v1); images do not carry
-the hub's schema package, so this reader takes the `serve` and `inputs` sections as given
-and only fills in the schema's defaults.
+In a built image (or venv) the hub has already read `hub.yaml` through its schema
+(hub/v1) and written the result, every default filled in, to `serve.json` beside this
+module: the harness then serves exactly those values and reads no YAML. Without that file
+(a template folder in development) it reads `hub.yaml` itself; its fallback defaults are
+the schema's, and a test keeps them equal.
 """
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,19 +26,28 @@ class ServeConfig:
     input_defaults: dict[str, object] = field(default_factory=dict)
 
 
-def read_serve_config(template_dir: Path) -> ServeConfig:
+_NUMBERS = {"port", "max_batch_size", "max_wait_ms"}
+RESOLVED_CONFIG = Path(__file__).with_name("serve.json")
+
+
+def read_serve_config(template_dir: Path, resolved: Path = RESOLVED_CONFIG) -> ServeConfig:
+    if resolved.exists():
+        return ServeConfig(**json.loads(resolved.read_text(encoding="utf-8")))
+    return _from_hub_yaml(template_dir)
+
+
+def _from_hub_yaml(template_dir: Path) -> ServeConfig:
     manifest = yaml.safe_load((template_dir / "hub.yaml").read_text(encoding="utf-8"))
     serve = manifest.get("serve") or {}
     if "handler" not in serve:
         raise SystemExit(f"{template_dir / 'hub.yaml'} has no serve.handler: nothing to serve")
     batching = serve.get("batching") or {}
+    # Only what the file says; everything else takes ServeConfig's (the schema's) defaults.
+    given = {key: serve[key] for key in ("port", "health_path", "ready_path") if key in serve}
+    given |= {key: batching[key] for key in ("max_batch_size", "max_wait_ms") if key in batching}
     return ServeConfig(
         handler=serve["handler"],
-        port=int(serve.get("port", 8080)),
-        health_path=serve.get("health_path", "/health"),
-        ready_path=serve.get("ready_path", "/ready"),
-        max_batch_size=int(batching.get("max_batch_size", 1)),
-        max_wait_ms=int(batching.get("max_wait_ms", 0)),
+        **{key: int(value) if key in _NUMBERS else value for key, value in given.items()},
         input_defaults={item["name"]: item["default"] for item in manifest.get("inputs") or [] if "default" in item},
     )
 

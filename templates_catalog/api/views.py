@@ -15,8 +15,9 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
+from ..access import publish_refusal, publishers_of
 from ..filters import TemplateFilter
-from ..models import ApiToken, BundleProblem, Membership, Publisher, Template, TemplateVersion
+from ..models import ApiToken, BundleProblem, Publisher, Template, TemplateVersion
 from ..selectors import template_catalog, template_detail
 from ..services import template_version_publish, template_version_yank
 from ..stored_bundles import bundle_problem_record
@@ -206,9 +207,8 @@ def _publisher_for_upload(request: Request, name: str) -> Publisher:
 
 
 def _session_publisher(request: Request) -> Publisher:
-    memberships = Membership.objects.filter(user=request.user).select_related("publisher")
     slug = request.query_params.get("publisher")
-    choices = [m.publisher for m in memberships if slug is None or m.publisher.slug == slug]
+    choices = [publisher for publisher in publishers_of(request.user) if slug is None or publisher.slug == slug]
     if len(choices) != 1:
         raise exceptions.PermissionDenied(
             "Say which publisher to publish as with `?publisher=<slug>`." if choices else "You belong to no such publisher."
@@ -219,17 +219,9 @@ def _session_publisher(request: Request) -> Publisher:
 def _require_publish_right(request: Request, publisher: Publisher, name: str) -> None:
     if not request.user.is_authenticated:
         raise exceptions.NotAuthenticated("Send `Authorization: Bearer <token>` with a publish token.")
-    token = _token(request)
-    if token is not None:
-        if not token.can_publish:
-            raise exceptions.PermissionDenied("This token is read-only; create one with the publish permission.")
-        if token.publisher_id != publisher.pk:
-            raise exceptions.PermissionDenied(f"This token belongs to another publisher than {name!r}'s.")
-        if not token.covers(name):
-            raise exceptions.PermissionDenied(f"This token is limited to {', '.join(token.template_names)}; {name!r} is not one of them.")
-        return
-    if not Membership.objects.filter(publisher=publisher, user=request.user).exists():
-        raise exceptions.PermissionDenied(f"You are not a member of the publisher of {name!r}.")
+    refusal = publish_refusal(request.user, publisher, name, _token(request))
+    if refusal is not None:
+        raise exceptions.PermissionDenied(refusal)
 
 
 def _bundle_stream(request: Request):

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from builders.backends import docker_engine_answers
-from templates_catalog import builds
+from hub_site.backends import build_backend
 from templates_catalog.bundles import bundle_pack
 from templates_catalog.services import template_version_publish
 
@@ -52,9 +52,9 @@ def build_settings(settings, tmp_path_factory):
     settings.BUILD_REGISTRY = ""
     # One wheelhouse for the whole run: wheels are downloaded once, as on a real hub.
     settings.WHEELHOUSE_DIR = ROOT / "var" / "test-wheelhouse"
-    builds.build_backend.cache_clear()
+    build_backend.cache_clear()
     yield settings
-    builds.build_backend.cache_clear()
+    build_backend.cache_clear()
 
 
 def publish_folder(folder: Path, publisher):

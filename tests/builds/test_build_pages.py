@@ -23,7 +23,6 @@ def queued(monkeypatch):
     """Builds that would be sent to a worker, recorded instead (no broker in these tests)."""
     sent = []
     monkeypatch.setattr(builds, "_enqueue", sent.append)
-    monkeypatch.setattr(builds, "build_backend", lambda: type("Backend", (), {"name": "docker"})())
     return sent
 
 

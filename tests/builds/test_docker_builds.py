@@ -173,9 +173,6 @@ def test_the_image_is_pushed_to_the_registry_and_pulls_back_by_digest(db, docker
     import urllib.request
 
     build_settings.BUILD_REGISTRY = registry
-    from templates_catalog import builds
-
-    builds.build_backend.cache_clear()
     build = _built(echo_template(name="pushed-echo"))
 
     assert build.status == "succeeded", build.error + build.log_tail()
@@ -186,3 +183,18 @@ def test_the_image_is_pushed_to_the_registry_and_pulls_back_by_digest(db, docker
     pulled = docker_client.images.pull(build.image_reference)
     assert pulled.id == build.image_digest
 
+
+
+def test_a_template_whose_handler_does_not_exist_fails_its_build(db, docker_client, build_settings, echo_template):
+    version = echo_template(name="no-handler", handler="class Other:\n    pass\n")
+
+    build = _built(version)
+    again = _built(version)
+
+    assert build.status == "failed"
+    assert build.error == (
+        "serve.handler handler:Echo cannot be imported in the built template: "
+        "AttributeError: module 'handler' has no attribute 'Echo'"
+    )
+    # The refused image was untagged: the next build does not find it by its cache key.
+    assert again.status == "failed" and not again.cache_hit

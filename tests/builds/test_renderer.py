@@ -6,18 +6,24 @@ from jinja2 import UndefinedError
 
 from builders.errors import BuildFailed
 from builders.render import _app_template, app_dockerfile_render, deps_dockerfile_render
-
-SERVICE = {"kind": "service", "serve": {"handler": "handler:Echo", "port": 8080}}
-JOB = {"kind": "job", "job": {"command": ["python", "-m", "train"]}}
+from builders.spec import ServeSpec, TemplateSpec
 
 
-def dockerfile_render(*, manifest: dict, base_image: str) -> str:
+def serve_spec(handler="handler:Echo", port=8080) -> ServeSpec:
+    return ServeSpec(handler=handler, port=port, health_path="/health", ready_path="/ready", max_batch_size=1, max_wait_ms=0)
+
+
+SERVICE = TemplateSpec(kind="service", python="3.11", serve=serve_spec())
+JOB = TemplateSpec(kind="job", python="3.11", job_command=("python", "-m", "train"))
+
+
+def dockerfile_render(*, spec: TemplateSpec, base_image: str) -> str:
     deps = deps_dockerfile_render(base_image=base_image)
-    return deps + app_dockerfile_render(manifest=manifest, deps_image="aihub-deps:0123")
+    return deps + app_dockerfile_render(spec=spec, deps_image="aihub-deps:0123")
 
 
 def test_layers_go_from_rarely_to_often_changed():
-    dockerfile = dockerfile_render(manifest=SERVICE, base_image="hub-base:bookworm")
+    dockerfile = dockerfile_render(spec=SERVICE, base_image="hub-base:bookworm")
     order = [
         dockerfile.index("FROM hub-base:bookworm"),
         dockerfile.index("COPY requirements.lock wheels/"),
@@ -40,12 +46,12 @@ def test_system_packages_install_from_local_debs_before_python():
 
 
 def test_labels_are_build_arguments_never_dockerfile_text():
-    dockerfile = app_dockerfile_render(manifest=SERVICE, deps_image="aihub-deps:0123")
+    dockerfile = app_dockerfile_render(spec=SERVICE, deps_image="aihub-deps:0123")
     assert " HUB_TITLE " in dockerfile.split("\nARG ")[1].split("\n")[0] and 'org.opencontainers.image.title="${HUB_TITLE}"' in dockerfile
 
 
 def test_a_job_runs_its_command_in_exec_form_without_a_shell():
-    dockerfile = dockerfile_render(manifest=JOB, base_image="hub-base:bookworm")
+    dockerfile = dockerfile_render(spec=JOB, base_image="hub-base:bookworm")
     assert 'ENTRYPOINT ["python", "-m", "train"]' in dockerfile
     assert "EXPOSE" not in dockerfile
 
@@ -61,21 +67,22 @@ def test_a_job_runs_its_command_in_exec_form_without_a_shell():
 )
 def test_a_command_word_that_is_not_plain_never_reaches_the_dockerfile(command):
     with pytest.raises(BuildFailed, match="refusing to put"):
-        dockerfile_render(manifest={"kind": "job", "job": {"command": command}}, base_image="hub-base:bookworm")
+        dockerfile_render(spec=TemplateSpec(kind="job", python="3.11", job_command=tuple(command)), base_image="hub-base:bookworm")
 
 
 @pytest.mark.parametrize("base_image", ["hub-base\nRUN id", "hub base", "HUB:Upper", "x;rm"])
 def test_a_base_image_that_is_not_a_plain_reference_is_refused(base_image):
     with pytest.raises(BuildFailed, match="is not a plain image reference"):
-        dockerfile_render(manifest=SERVICE, base_image=base_image)
+        dockerfile_render(spec=SERVICE, base_image=base_image)
 
 
 def test_the_handler_and_port_never_appear_as_text_from_the_manifest():
     # The port is converted to an int; the handler is read by the harness at run time.
-    manifest = {"kind": "service", "serve": {"handler": "handler:Echo\nUSER root", "port": "8080\nUSER root"}}
+    spec = TemplateSpec(kind="service", python="3.11", serve=serve_spec("handler:Echo\nUSER root", "8080\nUSER root"))
     with pytest.raises(ValueError):
-        dockerfile_render(manifest=manifest, base_image="hub-base:bookworm")
-    dockerfile = dockerfile_render(manifest={**SERVICE, "serve": {"handler": "h:E\nUSER root", "port": 8080}}, base_image="b")
+        dockerfile_render(spec=spec, base_image="hub-base:bookworm")
+    spec = TemplateSpec(kind="service", python="3.11", serve=serve_spec("h:E\nUSER root"))
+    dockerfile = dockerfile_render(spec=spec, base_image="b")
     assert "USER root" not in dockerfile and "h:E" not in dockerfile
 
 

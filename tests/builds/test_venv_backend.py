@@ -18,10 +18,8 @@ from ..netutil import free_port
 @pytest.fixture
 def venv_settings(build_settings, tmp_path):
     build_settings.BUILD_BACKEND = "venv"
+    # Changing a setting forgets backends built from the old values (hub_site.backends).
     build_settings.VAR_DIR = tmp_path / "var"
-    from templates_catalog import builds
-
-    builds.build_backend.cache_clear()
     return build_settings
 
 
@@ -29,7 +27,7 @@ def test_a_template_builds_into_a_venv_and_serves_from_it(db, venv_settings, ech
     build = build_run(build_id=build_request(version=echo_template()).pk)
 
     assert build.status == "succeeded", build.error + build.log_tail()
-    assert build.backend == "venv" and build.image_reference.startswith("venv://aihub/echo:")
+    assert build.backend == build.backend_used == "venv" and build.image_reference.startswith("venv://aihub/echo:")
     folder = VenvBackend(venv_settings.VAR_DIR / "venvs")._folder(build.image_reference)
     installed = subprocess.run([str(folder / "venv/bin/python"), "-m", "pip", "freeze"], capture_output=True, text=True).stdout
     assert "six==1.16.0" in installed and "starlette==" in installed
@@ -82,3 +80,16 @@ def test_the_venv_backend_refuses_system_packages_with_a_reason(db, venv_setting
     build = build_run(build_id=build_request(version=echo_template(name="needs-jq", runtime_system_packages=["jq"])).pk)
     assert build.status == "failed"
     assert "the venv backend cannot install system packages (jq): build this template on a Docker Engine" in build.error
+
+
+def test_a_template_whose_handler_does_not_import_fails_its_build(db, venv_settings, echo_template):
+    version = echo_template(name="broken-import", handler="import not_installed_anywhere\n")
+
+    build = build_run(build_id=build_request(version=version).pk)
+
+    assert build.status == "failed"
+    assert build.error == (
+        "serve.handler handler:Echo cannot be imported in the built template: "
+        "ModuleNotFoundError: No module named 'not_installed_anywhere'"
+    )
+    assert not list((venv_settings.VAR_DIR / "venvs").rglob(".complete"))  # nothing half-built is kept

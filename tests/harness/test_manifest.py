@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from runners.harness.manifest import export_input_defaults, read_serve_config
+from runners.harness.manifest import ServeConfig, export_input_defaults, read_serve_config
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -30,3 +30,31 @@ def test_input_defaults_never_override_what_the_runner_passed():
     export_input_defaults({"top_k": 4, "normalize": True, "label": "x", "optional": None}, environ)
 
     assert environ == {"INPUT_TOP_K": "9", "INPUT_NORMALIZE": "true", "INPUT_LABEL": "x"}
+
+
+def test_its_fallback_defaults_are_the_schemas():
+    from templates_catalog.manifest.schema import Batching, Serve
+
+    serve, batching = Serve(handler="a:B"), Batching()
+    config = ServeConfig(handler="a:B")
+
+    assert (config.port, config.health_path, config.ready_path) == (serve.port, serve.health_path, serve.ready_path)
+    assert (config.max_batch_size, config.max_wait_ms) == (batching.max_batch_size, batching.max_wait_ms)
+
+
+def test_in_an_image_it_serves_the_configuration_the_hub_resolved(tmp_path):
+    (tmp_path / "hub.yaml").write_text("serve:\n  handler: app:FromYaml\n  port: 1234\n")
+    resolved = tmp_path / "serve.json"
+    resolved.write_text(
+        '{"handler": "app:Resolved", "port": 9000, "health_path": "/h", "ready_path": "/r",'
+        ' "max_batch_size": 4, "max_wait_ms": 2, "input_defaults": {"top_k": 3}}'
+    )
+
+    config = read_serve_config(tmp_path, resolved=resolved)
+
+    assert config == ServeConfig("app:Resolved", 9000, "/h", "/r", 4, 2, {"top_k": 3})
+
+
+def test_without_a_resolved_file_it_reads_hub_yaml(tmp_path):
+    (tmp_path / "hub.yaml").write_text("serve:\n  handler: app:FromYaml\n  port: '1234'\n")
+    assert read_serve_config(tmp_path, resolved=tmp_path / "absent.json") == ServeConfig("app:FromYaml", 1234)
