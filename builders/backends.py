@@ -16,7 +16,7 @@ from docker.errors import APIError, BuildError, DockerException, ImageNotFound
 
 from .debs import DebCache, LockedDeb
 from .errors import BuildFailed
-from .render import LABEL_ARGS, BuildContext
+from .render import LABEL_ARGS, BuildContext, harness_command
 
 Log = Callable[[str], None]
 
@@ -25,6 +25,13 @@ Log = Callable[[str], None]
 class BuiltImage:
     reference: str
     digest: str
+
+
+@dataclass(frozen=True)
+class LocalCommand:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
 
 
 class BuildBackend(Protocol):
@@ -207,6 +214,13 @@ class VenvBackend:
             raise BuildFailed(f"installing the locked wheels failed: {result.stderr.strip()[-1000:]}")
         for part in ("harness", "template"):
             shutil.copytree(context.app_path / part, scratch / part)
+
+    def serve_command(self, reference: str, *, port: int, host: str = "127.0.0.1") -> LocalCommand:
+        """How a process runner starts a venv-built service: like the image's entrypoint,
+        in the template's folder, with the harness copied beside it first on the path."""
+        folder = self._folder(reference)
+        argv = harness_command(python=str(folder / "venv" / "bin" / "python"), template_dir=str(folder / "template"), host=host, port=port)
+        return LocalCommand(argv=argv, env={"PYTHONPATH": str(folder)}, cwd=folder / "template")
 
     def _folder(self, reference: str) -> Path:
         # reference: "venv://<name>:<cache key>"

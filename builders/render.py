@@ -23,7 +23,7 @@ from .errors import BuildFailed
 from .wheelhouse import LockedWheel, Wheelhouse
 
 # Part of every cache key: bump it whenever a Dockerfile or the context layout changes.
-RENDERER_VERSION = "3"
+RENDERER_VERSION = "4"
 APP_USER = "65532:65532"
 HARNESS_PACKAGE = "harness"
 # The labels every image carries; their values arrive as build arguments.
@@ -102,11 +102,17 @@ def _image(reference: str) -> str:
     return reference
 
 
+def harness_command(*, python: str, template_dir: str, host: str, port: int) -> list[str]:
+    """The command that serves a template through the hub's harness. `-P` keeps the working
+    directory (the template's folder) off the import path, so a `harness` package in the
+    bundle cannot stand in for the hub's; the harness adds the template's folder after its own."""
+    return [python, "-P", "-m", HARNESS_PACKAGE, "--template-dir", template_dir, "--host", host, "--port", str(int(port))]
+
+
 def entrypoint_for(manifest: dict) -> list[str]:
     if manifest["kind"] == "job":
         return list(manifest["job"]["command"])
-    port = str(int(manifest["serve"]["port"]))
-    return ["python", "-m", HARNESS_PACKAGE, "--template-dir", "/opt/hub/template", "--host", "0.0.0.0", "--port", port]
+    return harness_command(python="python", template_dir="/opt/hub/template", host="0.0.0.0", port=manifest["serve"]["port"])
 
 
 def deps_dockerfile_render(*, base_image: str, has_debs: bool = False) -> str:

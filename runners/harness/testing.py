@@ -80,7 +80,8 @@ def launch(template_dir: Path, *, python: str | Path = sys.executable, env: dict
     child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
                  **(env or {})}
     child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HARNESS_PARENT), child_env.get("PYTHONPATH")]))
-    command = [str(python), "-m", HARNESS_MODULE, "--template-dir", str(template_dir),
+    # -P: the caller's working directory never comes before the harness on the import path.
+    command = [str(python), "-P", "-m", HARNESS_MODULE, "--template-dir", str(template_dir),
                "--host", "127.0.0.1", "--port", str(port), *extra_args]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=child_env, stdout=log, stderr=subprocess.STDOUT,
