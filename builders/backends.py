@@ -17,7 +17,7 @@ from docker.errors import APIError, BuildError, ContainerError, DockerException,
 
 from .debs import DebCache, LockedDeb
 from .errors import BuildFailed
-from .render import LABEL_ARGS, BuildContext
+from .render import LABEL_ARGS, BuildContext, harness_command
 
 Log = Callable[[str], None]
 IMAGE_NAMESPACE = "aihub"
@@ -35,6 +35,13 @@ IMPORT_CHECK = (
 class BuiltImage:
     reference: str
     digest: str
+
+
+@dataclass(frozen=True)
+class LocalCommand:
+    argv: list[str]
+    env: dict[str, str]
+    cwd: Path
 
 
 class BuildBackend(Protocol):
@@ -269,6 +276,13 @@ class VenvBackend:
         )
         if result.returncode != 0:
             raise BuildFailed(_import_failure(handler, result.stderr))
+
+    def serve_command(self, reference: str, *, port: int, host: str = "127.0.0.1") -> LocalCommand:
+        """How a process runner starts a venv-built service: like the image's entrypoint,
+        in the template's folder, with the harness copied beside it first on the path."""
+        folder = self._folder(reference)
+        argv = harness_command(python=str(folder / "venv" / "bin" / "python"), template_dir=str(folder / "template"), host=host, port=port)
+        return LocalCommand(argv=argv, env={"PYTHONPATH": str(folder)}, cwd=folder / "template")
 
     def _folder(self, reference: str) -> Path:
         return venv_folder(self.root, reference)

@@ -25,7 +25,7 @@ from .spec import TemplateSpec
 from .wheelhouse import LockedWheel, Wheelhouse
 
 # Part of every cache key: bump it whenever a Dockerfile or the context layout changes.
-RENDERER_VERSION = "4"
+RENDERER_VERSION = "5"
 APP_USER = "65532:65532"
 HARNESS_PACKAGE = "harness"
 # The harness's configuration, resolved by the hub's schema, inside the harness's folder.
@@ -108,11 +108,18 @@ def _image(reference: str) -> str:
     return reference
 
 
+def harness_command(*, python: str, template_dir: str, host: str, port: int) -> list[str]:
+    """The command that serves a template through the hub's harness. `-P` keeps the working
+    directory (the template's folder) off the import path, so a `harness` package in the
+    bundle cannot stand in for the hub's; the harness adds the template's folder after its own."""
+    return [python, "-P", "-m", HARNESS_PACKAGE, "--template-dir", template_dir, "--host", host, "--port", str(int(port))]
+
+
 def entrypoint_for(spec: TemplateSpec) -> list[str]:
     if spec.is_job:
         return list(spec.job_command)
-    port = str(int(spec.serve.port))  # int() again: nothing but digits reaches the Dockerfile
-    return ["python", "-m", HARNESS_PACKAGE, "--template-dir", "/opt/hub/template", "--host", "0.0.0.0", "--port", port]
+    # int() again inside harness_command: nothing but digits reaches the Dockerfile.
+    return harness_command(python="python", template_dir="/opt/hub/template", host="0.0.0.0", port=spec.serve.port)
 
 
 def deps_dockerfile_render(*, base_image: str, has_debs: bool = False) -> str:

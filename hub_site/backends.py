@@ -34,7 +34,7 @@ def build_backend(name: str) -> BuildBackend:
         return DockerBackend(
             registry=settings.BUILD_REGISTRY or None,
             no_cache=settings.BUILD_NO_CACHE,
-            deb_cache=DebCache(settings.DEB_CACHE_DIR),
+            deb_cache=DebCache(settings.DEB_CACHE_DIR, max_megabytes=settings.BUILD_SYSTEM_PACKAGES_MAX_MB),
         )
     if name == "venv":
         return VenvBackend(settings.VAR_DIR / "venvs")

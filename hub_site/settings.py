@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
 
 from .env import env_bool, env_choice, env_int, env_list, env_str, secret_kept_in
@@ -22,6 +23,13 @@ DEBUG = env_bool("DEBUG", False)
 # Unset: a random key generated once and kept in var/, so a fresh clone's commands work as
 # written. Hubs served by several machines must share one: set SECRET_KEY (or SECRET_KEY_FILE).
 SECRET_KEY = env_str("SECRET_KEY", "") or secret_kept_in(VAR_DIR / "secret_key")
+# The placeholder of .env.example: copying the file as it is must not start a production hub.
+EXAMPLE_SECRET_KEY = "change-me-to-a-long-random-string"
+if SECRET_KEY == EXAMPLE_SECRET_KEY and not DEBUG:
+    raise ImproperlyConfigured(
+        "SECRET_KEY is still the placeholder from .env.example: set it to the output of "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`."
+    )
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -197,6 +205,8 @@ BUILD_TIMEOUT_SECONDS = env_int("BUILD_TIMEOUT_SECONDS", 3600, minimum=60)
 BUILD_ON_PUBLISH = env_bool("BUILD_ON_PUBLISH", False)
 WHEELHOUSE_DIR = Path(env_str("WHEELHOUSE_DIR", str(VAR_DIR / "wheelhouse")))
 DEB_CACHE_DIR = Path(env_str("DEB_CACHE_DIR", str(VAR_DIR / "debs")))
+# The most Debian packages (in MB, dependencies included) one build's system_packages may pull.
+BUILD_SYSTEM_PACKAGES_MAX_MB = env_int("BUILD_SYSTEM_PACKAGES_MAX_MB", 500, minimum=1)
 HARNESS_DIR = BASE_DIR / "runners" / "harness"
 HUB_PUBLIC_URL = env_str("HUB_PUBLIC_URL", "http://127.0.0.1:8000")
 
@@ -232,6 +242,16 @@ BLOB_SWEEP_GRACE_SECONDS = env_int("BLOB_SWEEP_GRACE_SECONDS", 24 * 3600, minimu
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("SECURE_COOKIES", not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+# HTTPS. Off by default, so a laptop or a plain-HTTP test install works; .env.example turns
+# them on for a hub served over HTTPS. Behind a proxy that terminates TLS, Django only learns
+# the scheme from the header the proxy sets (e.g. X-Forwarded-Proto): without it an HTTPS
+# redirect would loop. Name that header only if the proxy overwrites what clients send.
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+_proxy_ssl_header = env_str("SECURE_PROXY_SSL_HEADER", "")
+SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https") if _proxy_ssl_header else None
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"

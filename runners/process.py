@@ -47,7 +47,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def harness_command(python: str | Path, template_dir: Path, *, host: str, port: int, module: str = "harness",
                     extra_args: Sequence[str] = ()) -> list[str]:
-    return [str(python), "-m", module, "--template-dir", str(template_dir), "--host", host, "--port", str(port),
+    # -P: the working folder (a template's) never comes before the hub's harness on the import path.
+    return [str(python), "-P", "-m", module, "--template-dir", str(template_dir), "--host", host, "--port", str(port),
             *extra_args]
 
 

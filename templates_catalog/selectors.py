@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.paginator import Page, Paginator
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from .models import ApiToken, Membership, Publisher, PublisherInvitation, Template, TemplateVersion
@@ -71,9 +71,15 @@ def template_detail(user: User | AnonymousUser, name: str, token: ApiToken | Non
     return templates_visible_to(user, token).select_related("publisher", "latest_version").filter(name=name).first()
 
 
+def _with_creator_membership(tokens: QuerySet[ApiToken]) -> QuerySet[ApiToken]:
+    """`creator_is_member` on each token: a token works only while its creator belongs to its publisher."""
+    creator_membership = Membership.objects.filter(publisher_id=OuterRef("publisher_id"), user_id=OuterRef("created_by_id"))
+    return tokens.select_related("publisher", "created_by").annotate(creator_is_member=Exists(creator_membership))
+
+
 def api_token_by_secret(secret: str) -> ApiToken | None:
     digest = hashlib.sha256(secret.encode()).hexdigest()
-    token = ApiToken.objects.select_related("publisher", "created_by").filter(token_sha256=digest).first()
+    token = _with_creator_membership(ApiToken.objects.filter(token_sha256=digest)).first()
     # The lookup is by a digest of a high-entropy secret; compare again in constant time anyway.
     if token is None or not hmac.compare_digest(token.token_sha256, digest):
         return None
@@ -82,7 +88,7 @@ def api_token_by_secret(secret: str) -> ApiToken | None:
 
 def api_tokens_of(user: User) -> QuerySet[ApiToken]:
     # A read scope (the tokens of the user's publishers); revoking still asks `access`.
-    return ApiToken.objects.filter(publisher__memberships__user=user).select_related("publisher", "created_by")
+    return _with_creator_membership(ApiToken.objects.filter(publisher__memberships__user=user)).order_by("publisher__name", "publisher_id", "-created_at")
 
 
 def template_versions_sorted(template: Template) -> list[TemplateVersion]:

@@ -1,5 +1,7 @@
+import secrets
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
@@ -83,3 +85,59 @@ def test_settings_read_a_dotenv_file_and_the_environment_wins(tmp_path):
     assert _setting_in_a_fresh_process(tmp_path, "CATALOG_PAGE_SIZE").stdout.strip() == "7"
     overridden = _setting_in_a_fresh_process(tmp_path, "CATALOG_PAGE_SIZE", CATALOG_PAGE_SIZE="9")
     assert overridden.stdout.strip() == "9"
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _example_environment(tmp_path) -> dict[str, str]:
+    """.env.example's values, with what differs on every machine: a real secret, and var/ here."""
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    values = dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
+    return {
+        **values,
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "HUB_VAR_DIR": str(tmp_path / "var"),
+        "ARTIFACT_ROOT": str(tmp_path / "var" / "artifacts"),
+        "PATH": "/usr/bin:/bin",
+        # Not the developer's own .env: only the example's values.
+        "HUB_ENV_FILE": str(tmp_path / "no.env"),
+    }
+
+
+def _manage(arguments: list[str], env: dict[str, str]):
+    return subprocess.run([sys.executable, "manage.py", *arguments], cwd=ROOT, env=env, capture_output=True, text=True)
+
+
+def test_check_deploy_passes_without_a_warning_with_the_production_values_of_env_example(tmp_path):
+    result = _manage(["check", "--deploy", "--fail-level", "WARNING"], _example_environment(tmp_path))
+
+    assert result.returncode == 0, result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_check_deploy_warns_once_https_is_left_off(tmp_path):
+    # The test above must be able to fail: the same values without HSTS and the redirect.
+    env = {**_example_environment(tmp_path), "SECURE_HSTS_SECONDS": "0", "SECURE_SSL_REDIRECT": "0"}
+
+    result = _manage(["check", "--deploy", "--fail-level", "WARNING"], env)
+
+    assert result.returncode != 0
+    assert "security.W004" in result.stderr and "security.W008" in result.stderr
+
+
+def test_the_placeholder_secret_key_of_env_example_never_starts_a_production_hub(tmp_path):
+    env = {**_example_environment(tmp_path), "SECRET_KEY": "change-me-to-a-long-random-string"}
+
+    result = _manage(["check"], env)
+
+    assert result.returncode != 0
+    assert "SECRET_KEY is still the placeholder from .env.example" in result.stderr
+
+
+def test_the_proxy_header_is_read_as_the_header_django_sees(tmp_path):
+    env = {**_example_environment(tmp_path), "SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"}
+
+    result = _manage(["shell", "--verbosity", "0", "-c", "from django.conf import settings; print(settings.SECURE_PROXY_SSL_HEADER)"], env)
+
+    assert result.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https')", result.stderr

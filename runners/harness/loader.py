@@ -4,12 +4,13 @@ import importlib
 import sys
 from pathlib import Path
 
+# The folder holding this harness package ("harness" in an image, "runners.harness" here).
+HARNESS_ROOT = Path(__file__).resolve().parents[__package__.count(".") + 1]
+
 
 def load_handler(template_dir: Path, spec: str) -> object:
     module_name, _, class_name = spec.partition(":")
-    folder = str(template_dir.resolve())
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
+    template_path_add(template_dir.resolve())
     module = importlib.import_module(module_name)
     try:
         handler_class = getattr(module, class_name)
@@ -20,3 +21,15 @@ def load_handler(template_dir: Path, spec: str) -> object:
         if not callable(getattr(handler, method, None)):
             raise SystemExit(f"serve.handler {spec!r}: {class_name} has no {method}() method")
     return handler
+
+
+def template_path_add(folder: Path) -> None:
+    """Put the template's folder on the import path right after the harness's own folder:
+    its modules still come before installed packages (as they always have), but a
+    top-level package of the template never stands in for the harness."""
+    entries = [Path(entry or ".").resolve() for entry in sys.path]
+    if folder in entries:
+        sys.path.pop(entries.index(folder))
+        entries.remove(folder)
+    position = entries.index(HARNESS_ROOT) + 1 if HARNESS_ROOT in entries else 0
+    sys.path.insert(position, str(folder))

@@ -29,7 +29,12 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
         if token.expires_at is not None and token.expires_at <= timezone.now():
             raise exceptions.AuthenticationFailed(f"Token {token.prefix}… expired; create a new one.")
         if not token.created_by.is_active:
-            raise exceptions.AuthenticationFailed("The user who created this token is deactivated.")
+            raise exceptions.AuthenticationFailed(f"Token {token.prefix}… stopped working: the user who created it is deactivated.")
+        if not token.creator_is_member:
+            raise exceptions.AuthenticationFailed(
+                f"Token {token.prefix}… stopped working: {token.created_by.get_username()}, who created it, is no longer "
+                f"a member of {token.publisher.name}; a member creates a new one."
+            )
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=timezone.now())
         return token.created_by, token
 

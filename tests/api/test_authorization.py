@@ -3,15 +3,19 @@
 from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
+from django.test import RequestFactory
 from django.utils import timezone
 
-from templates_catalog.models import ApiToken
+from templates_catalog.api.authentication import BearerTokenAuthentication
+from templates_catalog.models import ApiToken, Membership
 from templates_catalog.services import api_token_create, api_token_revoke
 
 from ..factories import bundle_bytes
 
-OWNER, OTHER, READ_ONLY, SCOPED_ELSEWHERE, REVOKED, EXPIRED, ANONYMOUS = (
-    "owner", "other publisher", "read-only", "scoped elsewhere", "revoked", "expired", "anonymous",
+OWNER, OTHER, READ_ONLY, SCOPED_ELSEWHERE, REVOKED, EXPIRED, REMOVED_MEMBER, DEACTIVATED, ANONYMOUS = (
+    "owner", "other publisher", "read-only", "scoped elsewhere", "revoked", "expired",
+    "removed member", "deactivated creator", "anonymous",
 )
 
 # caller: (upload a new version, yank a version, read a private template)
@@ -22,6 +26,8 @@ MATRIX = {
     SCOPED_ELSEWHERE: (403, 403, 404),
     REVOKED: (401, 401, 401),
     EXPIRED: (401, 401, 401),
+    REMOVED_MEMBER: (401, 401, 401),
+    DEACTIVATED: (401, 401, 401),
     ANONYMOUS: (401, 401, 404),
 }
 
@@ -30,14 +36,21 @@ def _token(publisher, **options) -> ApiToken:
     return api_token_create(publisher=publisher, created_by=publisher.members.get(), name="t", **options)
 
 
+def _member_token(publisher, user, **options):
+    """A publish token made by `user` while a member of `publisher`."""
+    membership = Membership.objects.create(publisher=publisher, user=user)
+    created = api_token_create(publisher=publisher, created_by=user, name="member's", permission=ApiToken.Permission.PUBLISH, **options)
+    return created, membership
+
+
 @pytest.fixture
-def callers(publisher, other_publisher) -> dict[str, str | None]:
+def callers(publisher, other_publisher, user_factory) -> dict[str, str | None]:
     publish = ApiToken.Permission.PUBLISH
     revoked = _token(publisher, permission=publish)
     api_token_revoke(token=revoked.token, revoked_by=publisher.members.get())
     expired = _token(publisher, permission=publish, expires_at=timezone.now() + timedelta(seconds=1))
     ApiToken.objects.filter(pk=expired.token.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
-    return {
+    secrets = {
         OWNER: _token(publisher, permission=publish).secret,
         OTHER: _token(other_publisher, permission=publish).secret,
         READ_ONLY: _token(publisher).secret,
@@ -46,6 +59,12 @@ def callers(publisher, other_publisher) -> dict[str, str | None]:
         EXPIRED: expired.secret,
         ANONYMOUS: None,
     }
+    # Made last: from here on the publisher has more than one member.
+    removed, membership = _member_token(publisher, user_factory("leaver"))
+    membership.delete()
+    deactivated, _ = _member_token(publisher, user_factory("sleeper"))
+    get_user_model().objects.filter(username="sleeper").update(is_active=False)
+    return {**secrets, REMOVED_MEMBER: removed.secret, DEACTIVATED: deactivated.secret}
 
 
 @pytest.fixture
@@ -100,7 +119,7 @@ def test_private_templates_are_listed_only_for_those_who_may_read_them(client, c
     names = [t["name"] for t in client.get("/api/v1/templates/", headers=_headers(callers[caller])).json().get("results", [])]
     visible = MATRIX[caller][2] == 200
     assert ("secret-model" in names) is visible
-    if caller not in (REVOKED, EXPIRED):
+    if MATRIX[caller][2] != 401:
         assert "public-model" in names
 
 
@@ -113,6 +132,50 @@ def test_failures_say_what_is_wrong(client, callers, templates):
     assert "Unknown token" in unknown.json()["detail"]
     assert revoked["WWW-Authenticate"] == 'Bearer realm="api"'
     assert "Authorization: Bearer" in anonymous.json()["detail"]
+
+
+def test_a_token_stops_working_when_its_creator_leaves_the_publisher(client, publisher, user_factory, templates, tmp_path):
+    created, membership = _member_token(publisher, user_factory("leaver"))
+    headers = _headers(created.secret)
+    assert client.get("/api/v1/templates/secret-model/", headers=headers).status_code == 200
+
+    membership.delete()
+
+    upload = client.post(
+        "/api/v1/templates/public-model/versions/",
+        data=bundle_bytes(tmp_path, name="public-model", version="1.2.0"),
+        content_type="application/gzip",
+        headers=headers,
+    )
+    assert upload.status_code == 401
+    assert upload.json()["detail"] == (
+        f"Token {created.token.prefix}… stopped working: leaver, who created it, is no longer a member of Acme AI; "
+        "a member creates a new one."
+    )
+    assert client.get("/api/v1/templates/secret-model/", headers=headers).status_code == 401
+    # Back in the publisher, the same token works again: nothing was revoked, only checked.
+    Membership.objects.create(publisher=publisher, user=created.token.created_by)
+    assert client.get("/api/v1/templates/secret-model/", headers=headers).status_code == 200
+
+
+def test_a_creator_who_is_a_member_of_another_publisher_only_is_refused(client, publisher, other_publisher, templates):
+    # Membership must be of the token's own publisher, not of any publisher.
+    created = _token(publisher, permission=ApiToken.Permission.PUBLISH)
+    creator = created.token.created_by
+    Membership.objects.create(publisher=other_publisher, user=creator)
+    Membership.objects.filter(publisher=publisher, user=creator).delete()
+
+    assert client.get("/api/v1/templates/secret-model/", headers=_headers(created.secret)).status_code == 401
+
+
+def test_checking_a_token_and_its_creator_takes_one_query_and_the_last_used_stamp(publisher, django_assert_num_queries):
+    created = _token(publisher)
+    request = RequestFactory().get("/api/v1/templates/", headers=_headers(created.secret))
+
+    with django_assert_num_queries(2):
+        user, token = BearerTokenAuthentication().authenticate(request)
+
+    assert user == publisher.members.get() and token.pk == created.token.pk
 
 
 def test_a_member_signed_in_to_the_site_may_upload_with_a_csrf_token(publisher, tmp_path, templates):

@@ -63,11 +63,15 @@ def publish_folder(folder: Path, publisher):
 
 @pytest.fixture
 def echo_template(tmp_path, publisher):
-    """publish a tiny service template: echo_template(version=..., handler=..., packages=[...])"""
+    """publish a tiny service template: echo_template(version=..., handler=..., packages=[...], files={path: text})"""
 
-    def make(version="1.0.0", handler=HANDLER, packages=None, name="echo", runtime_system_packages=(), runtime_python="3.11", **fields):
+    def make(version="1.0.0", handler=HANDLER, packages=None, name="echo", runtime_system_packages=(), runtime_python="3.11",
+             files=None, **fields):
         folder = tmp_path / f"{name}-{version}"
         folder.mkdir()
+        for path, text in (files or {}).items():
+            (folder / path).parent.mkdir(parents=True, exist_ok=True)
+            (folder / path).write_text(text)
         manifest = manifest_data(name=name, version=version, serve={"handler": "handler:Echo", "port": 8080}, **fields)
         manifest["runtime"] = {
             "python": runtime_python,
@@ -80,3 +84,23 @@ def echo_template(tmp_path, publisher):
         return publish_folder(folder, publisher)
 
     return make
+
+
+# A bundle that ships its own top-level `harness` package: if it were ever imported in
+# place of the hub's, the process would say so and die before serving anything.
+SHADOW_HARNESS = {
+    "harness/__init__.py": "import os\nprint('pwned: the template replaced the harness', flush=True)\nos._exit(3)\n",
+    "harness/__main__.py": "import os\nprint('pwned: the template replaced the harness', flush=True)\nos._exit(3)\n",
+}
+# Says which `harness` a template's own `import harness` gets.
+WHICH_HARNESS_HANDLER = """\
+import harness
+
+
+class Echo:
+    def setup(self):
+        pass
+
+    def predict(self, batch):
+        return [{"echo": item, "harness": harness.__file__} for item in batch]
+"""

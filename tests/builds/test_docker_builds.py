@@ -12,7 +12,7 @@ from templates_catalog.builds import build_request, build_run
 from templates_catalog.models import Build, TemplateVersion
 
 from ..netutil import free_port, wait_for_port
-from .conftest import HANDLER
+from .conftest import HANDLER, SHADOW_HARNESS, WHICH_HARNESS_HANDLER
 
 
 def _built(version: TemplateVersion) -> Build:
@@ -72,6 +72,36 @@ def _assert_serves_hardened(client, reference: str, env: dict) -> None:
         else:
             pytest.fail("the image never became ready:\n" + container.logs().decode()[-2000:])
         assert container.exec_run("id -u").output.decode().strip() == "65532"
+    finally:
+        container.remove(force=True)
+
+
+def test_a_template_shipping_its_own_harness_package_is_still_served_by_the_hubs(db, docker_client, build_settings, echo_template):
+    import json
+    import urllib.request
+
+    build = _built(echo_template(name="shadow", handler=WHICH_HARNESS_HANDLER, files=SHADOW_HARNESS))
+    assert build.status == "succeeded", build.error + build.log_tail()
+
+    port = free_port()
+    container = docker_client.containers.run(
+        build.image_reference, detach=True, ports={"8080/tcp": ("127.0.0.1", port)}, read_only=True, cap_drop=["ALL"],
+    )
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=b'"hi"', headers={"Content-Type": "application/json"})
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    answer = json.loads(response.read())
+                break
+            except OSError:
+                container.reload()
+                if container.status == "exited" or time.monotonic() > deadline:
+                    pytest.fail("the image did not serve:\n" + container.logs().decode()[-2000:])
+                time.sleep(0.3)
+        assert answer == {"echo": "hi", "harness": "/opt/hub/harness/__init__.py"}
+        assert "pwned" not in container.logs().decode()
     finally:
         container.remove(force=True)
 

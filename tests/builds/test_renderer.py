@@ -31,7 +31,7 @@ def test_layers_go_from_rarely_to_often_changed():
         dockerfile.index("FROM aihub-deps:0123"),
         dockerfile.index("COPY harness/"),
         dockerfile.index("USER 65532:65532"),
-        dockerfile.index('ENTRYPOINT ["python", "-m", "harness", "--template-dir", "/opt/hub/template", "--host", "0.0.0.0", "--port", "8080"]'),
+        dockerfile.index('ENTRYPOINT ["python", "-P", "-m", "harness", "--template-dir", "/opt/hub/template", "--host", "0.0.0.0", "--port", "8080"]'),
         dockerfile.index("COPY template/"),
         dockerfile.index('LABEL io.aihub.bundle-sha256="${HUB_BUNDLE_SHA256}"'),
     ]

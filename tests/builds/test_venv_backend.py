@@ -1,6 +1,7 @@
 """The venv backend, for machines without an engine: the same locked wheels, installed
 with no index, and the template served from it by the harness."""
 
+import json
 import os
 import subprocess
 import time
@@ -9,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from builders.backends import VenvBackend
+from builders.backends import LocalCommand, VenvBackend
 from templates_catalog.builds import build_request, build_run
 
 from ..netutil import free_port
+from .conftest import SHADOW_HARNESS, WHICH_HARNESS_HANDLER
 
 
 @pytest.fixture
@@ -33,12 +35,7 @@ def test_a_template_builds_into_a_venv_and_serves_from_it(db, venv_settings, ech
     assert "six==1.16.0" in installed and "starlette==" in installed
 
     port = free_port()
-    server = subprocess.Popen(
-        [str(folder / "venv/bin/python"), "-m", "harness", "--template-dir", str(folder / "template"), "--port", str(port)],
-        env={**os.environ, "PYTHONPATH": str(folder)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    server = _start(VenvBackend(venv_settings.VAR_DIR / "venvs").serve_command(build.image_reference, port=port))
     try:
         answer = _wait_for_ready(port, server)
         request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=b'"hi"', headers={"Content-Type": "application/json"})
@@ -47,17 +44,42 @@ def test_a_template_builds_into_a_venv_and_serves_from_it(db, venv_settings, ech
         assert answer == 200
     finally:
         server.terminate()
-        server.wait(timeout=10)
+        server.communicate(timeout=10)
 
     again = build_run(build_id=build_request(version=build.version).pk)
     assert again.cache_hit and again.image_reference == build.image_reference
+
+
+def _start(command: LocalCommand) -> subprocess.Popen:
+    return subprocess.Popen(
+        command.argv, env={**os.environ, **command.env}, cwd=command.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def test_a_template_shipping_its_own_harness_package_is_served_by_the_hubs_from_its_venv(db, venv_settings, echo_template):
+    build = build_run(build_id=build_request(version=echo_template(name="shadow", handler=WHICH_HARNESS_HANDLER, files=SHADOW_HARNESS)).pk)
+    assert build.status == "succeeded", build.error + build.log_tail()
+    backend = VenvBackend(venv_settings.VAR_DIR / "venvs")
+    port = free_port()
+
+    server = _start(backend.serve_command(build.image_reference, port=port))
+    try:
+        _wait_for_ready(port, server)
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=b'"hi"', headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+    finally:
+        server.terminate()
+        output = server.communicate(timeout=10)[0].decode()
+    assert answer == {"echo": "hi", "harness": str(backend._folder(build.image_reference) / "harness" / "__init__.py")}
+    assert "pwned" not in output
 
 
 def _wait_for_ready(port: int, server: subprocess.Popen) -> int:
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(server.stderr.read().decode()[-2000:])
+            pytest.fail(server.stdout.read().decode()[-2000:])
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=2) as response:
                 return response.status

@@ -66,3 +66,39 @@ def test_nobody_can_mint_or_revoke_tokens_for_a_publisher_they_are_not_in(client
 def test_the_tokens_page_needs_a_sign_in(client, db):
     response = client.get(TOKENS)
     assert response.status_code == 302 and response["Location"].startswith(reverse("catalog:login"))
+
+
+def test_the_page_says_whose_tokens_these_are_and_which_stopped_working(owner_client, publisher, user_factory):
+    from templates_catalog.models import Membership
+    from templates_catalog.services import api_token_create
+
+    owner = publisher.members.get()
+    leaver = user_factory("leaver")
+    membership = Membership.objects.create(publisher=publisher, user=leaver)
+    api_token_create(publisher=publisher, created_by=owner, name="mine")
+    api_token_create(publisher=publisher, created_by=leaver, name="theirs")
+    membership.delete()
+
+    page = owner_client.get(TOKENS).content.decode()
+
+    assert "<h2>Tokens of Acme AI</h2>" in page
+    mine, theirs = (re.search(rf"<tr>\s*<td>{name}<br>.*?</tr>", page, re.S).group(0) for name in ("mine", "theirs"))
+    assert "acme-owner (you)" in mine and ">active<" in mine
+    assert "leaver" in theirs and "(you)" not in theirs
+    assert "stopped: its creator is no longer a member" in theirs
+
+
+def test_tokens_are_grouped_under_each_publisher_of_the_member(client, publisher, other_publisher):
+    from templates_catalog.models import Membership
+    from templates_catalog.services import api_token_create
+
+    owner = publisher.members.get()
+    Membership.objects.create(publisher=other_publisher, user=owner)
+    api_token_create(publisher=publisher, created_by=owner, name="acme-token")
+    api_token_create(publisher=other_publisher, created_by=owner, name="globex-token")
+    client.force_login(owner)
+
+    page = client.get(TOKENS).content.decode()
+
+    acme, globex = page.index("<h2>Tokens of Acme AI</h2>"), page.index("<h2>Tokens of Globex</h2>")
+    assert acme < page.index("acme-token") < globex < page.index("globex-token")
