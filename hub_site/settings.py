@@ -4,6 +4,7 @@ environment through ``hub_site.env``; ``.env.example`` lists them all."""
 import os
 from pathlib import Path
 
+import csp.constants
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 from dotenv import load_dotenv
@@ -44,6 +45,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "templates_catalog",
 ]
 
@@ -56,6 +58,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "hub_site.middleware.PermissionsPolicyMiddleware",
 ]
 
 ROOT_URLCONF = "hub_site.urls"
@@ -255,6 +259,25 @@ SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Pages run only the hub's own files: no inline script or style, no eval, nothing from
+# elsewhere but README images over https. A publisher's README is sanitised too; this
+# is the second wall if that ever lets something through.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [csp.constants.NONE],
+        "script-src": [csp.constants.SELF],
+        "style-src": [csp.constants.SELF],
+        "img-src": [csp.constants.SELF, "https:"],
+        "font-src": [csp.constants.SELF],
+        "connect-src": [csp.constants.SELF],
+        "form-action": [csp.constants.SELF],
+        "frame-ancestors": [csp.constants.NONE],
+        "base-uri": [csp.constants.NONE],
+        "object-src": [csp.constants.NONE],
+    }
+}
+PERMISSIONS_POLICY = "camera=(), microphone=(), geolocation=(), payment=(), usb=()"
 
 LOGGING = {
     "version": 1,

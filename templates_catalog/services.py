@@ -22,7 +22,7 @@ from .access import may_publish
 from .blobs import blob_put
 from .bundles import BundleContents, BundleInvalid, BundleLimits, BundleTooLarge, bundle_extract, stream_to_file
 from .manifest import FieldError, Manifest, ManifestInvalid, manifest_from_bytes
-from .manifest.schema import TIER_RANK, Tier
+from .manifest.schema import ONE_LINE_HINT, TIER_RANK, Requirement, Tier, is_one_line
 from .models import ApiToken, BundleProblem, Membership, Publisher, Tag, Template, TemplateVersion, VersionRequirement
 from .readme import readme_to_html
 from .selectors import template_versions_sorted
@@ -30,6 +30,7 @@ from .stored_bundles import bundle_problem_forget, bundle_storage_path
 from .versions import SemVer, version_in_range
 
 logger = logging.getLogger(__name__)
+MAX_YANK_REASON = 300
 
 
 class PublishRejected(Exception):
@@ -186,6 +187,7 @@ def _publish_new(candidate: _Candidate, *, blob: BinaryIO) -> PublishResult:
     # The blob goes first, so that no committed row ever names a blob never written. If
     # anything below fails, the blob stays: another upload of the same bytes may already
     # rely on it, and the sweeper removes it later if no version ever does.
+    _check_before_storing(candidate)
     path = bundle_storage_path(candidate.sha256)
     _bundle_put(candidate, path=path, blob=blob)
     try:
@@ -214,7 +216,9 @@ def _bundle_put(candidate: _Candidate, *, path: str, blob: BinaryIO, replace: bo
 def _create_version_rows(candidate: _Candidate, *, path: str) -> TemplateVersion:
     manifest = candidate.manifest
     template = _template_for(publisher=candidate.publisher, manifest=manifest, visibility=candidate.visibility)
-    requirements = _resolve_requirements(manifest, candidate.publisher)
+    requirements = manifest_requirements_resolve(
+        manifest=manifest, publisher=candidate.publisher, visibility=template.visibility
+    )
     semver = SemVer.parse(manifest.version)
     version = TemplateVersion.objects.create(
         template=template,
@@ -252,6 +256,11 @@ def _template_for(*, publisher: Publisher, manifest: Manifest, visibility: str) 
             summary=manifest.summary,
             visibility=visibility,
         )
+    _check_template_takes(template, manifest, publisher)
+    return template
+
+
+def _check_template_takes(template: Template, manifest: Manifest, publisher: Publisher) -> None:
     if template.publisher_id != publisher.pk:
         raise PublishRejected(
             [FieldError("hub.yaml name", f"{manifest.name!r} belongs to another publisher; choose another name")]
@@ -264,43 +273,64 @@ def _template_for(*, publisher: Publisher, manifest: Manifest, visibility: str) 
         raise PublishRejected(
             [FieldError("hub.yaml kind", f"{manifest.name} is a {template.kind} template; a version cannot change it")]
         )
-    return template
 
 
-def _resolve_requirements(manifest: Manifest, publisher: Publisher) -> list[tuple]:
+def _check_before_storing(candidate: "_Candidate") -> None:
+    """A publisher's own mistakes are answered before a byte is stored; the same checks run
+    again under the template's row lock, where a concurrent publish can still change them."""
+    template = Template.objects.filter(name=candidate.manifest.name).first()
+    if template is not None:
+        _check_template_takes(template, candidate.manifest, candidate.publisher)
+    visibility = template.visibility if template is not None else candidate.visibility
+    manifest_requirements_resolve(manifest=candidate.manifest, publisher=candidate.publisher, visibility=visibility)
+
+
+def manifest_requirements_resolve(
+    *, manifest: Manifest, publisher: Publisher | None, visibility: str
+) -> list[tuple[Requirement, Template]]:
+    """Match every `requires` entry to a template the publisher may build on, or raise
+    PublishRejected listing each that cannot be. Reads only: `validate_template` runs it
+    too. Another publisher's private template answers exactly like a missing one."""
     errors: list[FieldError] = []
     resolved = []
     names = [item.template for item in manifest.requires]
     candidates = {
         template.name: template
         for template in Template.objects.filter(name__in=names).prefetch_related("versions")
-        if template.visibility == Template.Visibility.PUBLIC or template.publisher_id == publisher.pk
+        if template.visibility == Template.Visibility.PUBLIC or (publisher is not None and template.publisher_id == publisher.pk)
     }
     for index, item in enumerate(manifest.requires):
-        field = f"hub.yaml requires.{index}.template"
-        required = candidates.get(item.template)
-        if required is None:
-            errors.append(FieldError(field, f"no published template named {item.template!r}; publish it first"))
-            continue
-        if TIER_RANK[Tier(required.tier)] >= TIER_RANK[manifest.tier]:
-            errors.append(
-                FieldError(field, f"{item.template} is a {required.tier} template; a {manifest.tier} may only require lower tiers")
-            )
-            continue
-        usable = [v.version for v in required.versions.all() if not v.yanked]
-        if not any(version_in_range(v, item.version) for v in usable):
-            errors.append(
-                FieldError(
-                    f"hub.yaml requires.{index}.version",
-                    f"no published version of {item.template} matches {item.version!r} "
-                    f"(available: {', '.join(sorted(usable, key=SemVer.parse)) or 'none'})",
-                )
-            )
-            continue
-        resolved.append((item, required))
+        problem = _requirement_problem(item, candidates.get(item.template), manifest=manifest, visibility=visibility)
+        if problem is None:
+            resolved.append((item, candidates[item.template]))
+        else:
+            errors.append(FieldError(f"hub.yaml requires.{index}.{problem[0]}", problem[1]))
     if errors:
         raise PublishRejected(errors)
     return resolved
+
+
+def _requirement_problem(
+    item: Requirement, required: Template | None, *, manifest: Manifest, visibility: str
+) -> tuple[str, str] | None:
+    """(the field at fault, what to do) for a requirement that cannot be used, else None."""
+    if required is None:
+        return "template", f"no published template named {item.template!r}; publish it first"
+    if TIER_RANK[Tier(required.tier)] >= TIER_RANK[manifest.tier]:
+        return "template", f"{item.template} is a {required.tier} template; a {manifest.tier} may only require lower tiers"
+    if visibility == Template.Visibility.PUBLIC and required.visibility != Template.Visibility.PUBLIC:
+        # Deploying a public template must not need (or reveal) something others cannot see.
+        return "template", (
+            f"{item.template} is private and a public template may only require public ones; "
+            f"make {item.template} public or publish {manifest.name} as private"
+        )
+    usable = [v.version for v in required.versions.all() if not v.yanked]
+    if not any(version_in_range(v, item.version) for v in usable):
+        return "version", (
+            f"no published version of {item.template} matches {item.version!r} "
+            f"(available: {', '.join(sorted(usable, key=SemVer.parse)) or 'none'})"
+        )
+    return None
 
 
 def template_refresh_latest(*, template: Template) -> Template:
@@ -333,8 +363,10 @@ def _tags(names: list[str]) -> list[Tag]:
 
 def template_version_yank(*, version: TemplateVersion, reason: str) -> TemplateVersion:
     """Stop new deploys of a version. Running deployments keep it; nothing is deleted."""
-    if "\n" in reason or len(reason) > 300:
-        raise PublishRejected("the yank reason must be one line of at most 300 characters")
+    if len(reason) > MAX_YANK_REASON or not is_one_line(reason):
+        raise PublishRejected(
+            [FieldError("reason", f"must be one line of at most {MAX_YANK_REASON} characters, {ONE_LINE_HINT}")]
+        )
     with transaction.atomic():
         version = TemplateVersion.objects.select_for_update().get(pk=version.pk)
         if version.yanked:

@@ -2,7 +2,9 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from ..manifest.schema import ONE_LINE_HINT, is_one_line
 from ..models import Template, TemplateVersion, VersionRequirement
+from ..services import MAX_YANK_REASON
 
 
 class RequirementSerializer(serializers.ModelSerializer):
@@ -55,8 +57,16 @@ class TemplateDetailSerializer(TemplateSerializer):
         fields = [*TemplateSerializer.Meta.fields, "readme_html", "manifest"]
 
 
+def _one_line(value: str) -> None:
+    if not is_one_line(value):
+        raise serializers.ValidationError(f"must be one line of text {ONE_LINE_HINT}")
+
+
 class YankSerializer(serializers.Serializer):
-    reason = serializers.CharField(max_length=300, allow_blank=False)
+    # Not trimmed: the reason is checked exactly as sent, a trailing `\r` included.
+    reason = serializers.CharField(
+        max_length=MAX_YANK_REASON, allow_blank=False, trim_whitespace=False, validators=[_one_line]
+    )
 
 
 class FieldErrorSerializer(serializers.Serializer):

@@ -1,7 +1,15 @@
+from csp.constants import SELF, UNSAFE_INLINE
+from csp.decorators import csp_update
 from django.urls import path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from . import views
+
+# The split view serves Swagger UI's start-up script as a file, not inline; its page
+# still carries a <style> block and Swagger UI draws icons from data: URLs.
+_swagger_ui = csp_update({"style-src": [SELF, UNSAFE_INLINE], "img-src": ["data:"]})(
+    SpectacularSwaggerSplitView.as_view(url_name="api:schema")
+)
 
 app_name = "api"
 VERSION = "<str:version>"
@@ -13,5 +21,5 @@ urlpatterns = [
     path(f"v1/templates/<slug:name>/versions/{VERSION}/yank/", views.VersionYank.as_view(), name="version_yank"),
     path(f"v1/templates/<slug:name>/versions/{VERSION}/bundle/", views.VersionBundle.as_view(), name="version_bundle"),
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    path("docs/", _swagger_ui, name="docs"),
 ]

@@ -19,7 +19,7 @@ from ..access import publish_refusal, publishers_of
 from ..filters import TemplateFilter
 from ..models import ApiToken, BundleProblem, Publisher, Template, TemplateVersion
 from ..selectors import template_catalog, template_detail
-from ..services import template_version_publish, template_version_yank
+from ..services import PublishTooLarge, template_version_publish, template_version_yank
 from ..stored_bundles import bundle_problem_record
 from .parsers import BundleStreamParser, OctetStreamBundleParser
 from .serializers import (
@@ -32,11 +32,6 @@ from .serializers import (
 from .throttling import UploadRateThrottle
 
 BUNDLE_CONTENT_TYPES = {"application/gzip", "application/octet-stream"}
-
-
-class PayloadTooLarge(exceptions.APIException):
-    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_code = "too_large"
 
 
 class BundleUnavailable(exceptions.APIException):
@@ -139,7 +134,7 @@ class VersionDetail(generics.RetrieveAPIView):
 class VersionYank(APIView):
     """Stop new deploys of a version. Running deployments keep it; it is never deleted."""
 
-    @extend_schema(request=YankSerializer, responses={200: VersionSerializer})
+    @extend_schema(request=YankSerializer, responses={200: VersionSerializer, 400: PublishErrorSerializer})
     def post(self, request: Request, name: str, version: str) -> Response:
         template = _visible_template(request, name)
         _require_publish_right(request, template.publisher, name)
@@ -240,9 +235,8 @@ def _bundle_stream(request: Request):
     except ValueError:
         raise exceptions.ParseError("Content-Length is not a number.") from None
     if size > settings.BUNDLE_MAX_BYTES:
-        raise PayloadTooLarge(
-            f"The bundle is {size} bytes; the limit is {settings.BUNDLE_MAX_BYTES}. Make it smaller."
-        )
+        # Refused like every other bundle problem, so the answer has the same `errors` list.
+        raise PublishTooLarge(f"the bundle is {size} bytes; the limit is {settings.BUNDLE_MAX_BYTES}: make it smaller")
     # Read the WSGI stream directly: never request.body or request.data, which would
     # hold the whole bundle in memory.
     return request._request

@@ -5,11 +5,12 @@ that may later reach a Dockerfile, a shell or a file path is held to a strict pa
 here, at publish time, so nothing downstream has to trust a publisher's text.
 """
 
+import re
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 SCHEMA_ID = "hub/v1"
 
@@ -18,49 +19,81 @@ SCHEMA_ID = "hub/v1"
 PATTERN_HINTS: dict[str, str] = {}
 
 
-def _pattern(regex: str, hint: str, **field: Any) -> Any:
+def _pattern(regex: str, hint: str, *, max_length: int, **field: Any) -> Any:
     PATTERN_HINTS[regex] = hint
-    return Annotated[str, Field(pattern=regex, description=hint, **field)]
+    return Annotated[str, Field(pattern=regex, description=hint, max_length=max_length, **field)]
 
 
 TemplateName = _pattern(
     r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])$",
     "2-64 lowercase letters, digits and hyphens, starting and ending with a letter or digit, e.g. `minilm-embeddings`",
+    max_length=64,
 )
 SemVer = _pattern(
     r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(?:-[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$",
     "a semantic version MAJOR.MINOR.PATCH, e.g. `1.4.0` or `2.0.0-rc.1`",
+    max_length=64,
 )
 VersionRange = _pattern(
     r"^(\*|(?:(?:==|!=|>=|<=|>|<|~=)\s*[0-9][0-9A-Za-z.*-]*)(?:\s*,\s*(?:==|!=|>=|<=|>|<|~=)\s*[0-9][0-9A-Za-z.*-]*)*)$",
     "a version range such as `>=1.0.0,<2.0.0`, `~=1.2`, `==1.4.0` or `*`",
+    max_length=100,
 )
-Tag = _pattern(r"^[a-z0-9][a-z0-9-]{0,31}$", "a short lowercase tag of letters, digits and hyphens, e.g. `embeddings`")
+Tag = _pattern(
+    r"^[a-z0-9][a-z0-9-]{0,31}$", "a short lowercase tag of letters, digits and hyphens, e.g. `embeddings`", max_length=32
+)
 License = _pattern(
-    r"^[A-Za-z0-9][A-Za-z0-9.+-]{0,63}$", "an SPDX license identifier such as `Apache-2.0` or `MIT`, or `proprietary`"
+    r"^[A-Za-z0-9][A-Za-z0-9.+-]{0,63}$",
+    "an SPDX license identifier such as `Apache-2.0` or `MIT`, or `proprietary`",
+    max_length=64,
 )
 PythonPin = _pattern(
     r"^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?(?:\[[A-Za-z0-9._-]+(?:,[A-Za-z0-9._-]+)*\])?==[0-9][A-Za-z0-9.+!_-]*$",
     "a pinned requirement `name==version`, e.g. `numpy==2.1.3` (ranges, URLs and options are not allowed)",
+    max_length=200,
 )
-SystemPackage = _pattern(r"^[a-z0-9][a-z0-9+.-]{1,62}$", "a Debian package name, e.g. `libgomp1`")
+# Debian names may hold `.` and `+` (`libstdc++6`, `python3.11`), but apt reads a name
+# that matches no package as a regex: `.` followed by `+` is refused, and every other
+# pattern or selector character (`*?[]^$~!|()`, `:=/`) is outside the alphabet.
+SystemPackage = _pattern(
+    r"^[a-z0-9][a-z0-9+-]*(?:\.(?:[a-z0-9-][a-z0-9+-]*)?)*$",
+    "a Debian package name, exactly as apt lists it, e.g. `libgomp1` or `libstdc++6` (apt patterns such as `*`, `?`, `[…]`, "
+    "`.+` or `~` and version, release or architecture selectors `=`, `/`, `:` are not allowed)",
+    min_length=2,
+    max_length=63,
+)
 Handler = _pattern(
     r"^[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$",
     "`module:Class`, e.g. `app.handler:Embedder`",
+    max_length=200,
 )
-UrlPath = _pattern(r"^/[A-Za-z0-9/_.-]{0,99}$", "an absolute URL path such as `/health`")
+UrlPath = _pattern(r"^/[A-Za-z0-9/_.-]{0,99}$", "an absolute URL path such as `/health`", max_length=100)
 CommandArg = _pattern(
     r"^[A-Za-z0-9_./:=@%+,-]{1,200}$",
     "one command-line word of letters, digits and `_./:=@%+,-` (the command is a list of words, run without a shell)",
+    max_length=200,
 )
 RelativePath = _pattern(
     r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$",
     "a relative path inside the job's output folder, e.g. `model/checkpoint.pt` (no leading `/`, no `..`)",
+    max_length=200,
 )
-Identifier = _pattern(r"^[a-z][a-z0-9_]{0,31}$", "a lowercase identifier of letters, digits and `_`, e.g. `ticker`")
-ONE_LINE_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+Identifier = _pattern(
+    r"^[a-z][a-z0-9_]{0,31}$", "a lowercase identifier of letters, digits and `_`, e.g. `ticker`", max_length=32
+)
+# One line, as a person reads it: no C0 or C1 control (U+0085 is a line break to
+# some readers), no DEL, no Unicode line or paragraph separator, and no bidi
+# embedding, override, isolate or mark, which make text display other than it reads.
+ONE_LINE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]*$"
 OneLine = Annotated[str, Field(pattern=ONE_LINE_PATTERN)]
-PATTERN_HINTS[ONE_LINE_PATTERN] = "one line of text without control characters"
+ONE_LINE_HINT = "without control characters, line separators or bidirectional overrides"
+PATTERN_HINTS[ONE_LINE_PATTERN] = f"one line of text {ONE_LINE_HINT}"
+_ONE_LINE = re.compile(ONE_LINE_PATTERN)
+
+
+def is_one_line(text: str) -> bool:
+    """The one-line rule of the manifest's titles, for text that arrives elsewhere (yank reasons)."""
+    return _ONE_LINE.fullmatch(text) is not None
 
 
 class Tier(StrEnum):
@@ -156,12 +189,24 @@ _DEFAULT_TYPES: dict[InputType, tuple[type, ...]] = {
 }
 
 
+MAX_DEFAULT_CHARS = 1000
+
+
+def _short_default(value: Any) -> Any:
+    # Checked before the union, so a long text gets one error instead of one per type.
+    if isinstance(value, str) and len(value) > MAX_DEFAULT_CHARS:
+        raise ValueError(f"a text `default` may have at most {MAX_DEFAULT_CHARS} characters, not {len(value)}")
+    return value
+
+
 class Input(_Strict):
     name: Identifier
     label: Annotated[OneLine, Field(min_length=1, max_length=80)]
     type: InputType = InputType.STRING
     required: bool = False
-    default: str | int | float | bool | None = None
+    default: Annotated[
+        Annotated[str, Field(max_length=MAX_DEFAULT_CHARS)] | int | float | bool | None, BeforeValidator(_short_default)
+    ] = None
     choices: list[Annotated[OneLine, Field(min_length=1, max_length=80)]] = Field(default_factory=list, max_length=50)
     help: Annotated[OneLine, Field(max_length=300)] = ""
 

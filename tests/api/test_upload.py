@@ -162,3 +162,65 @@ def test_uploads_are_throttled_per_token(upload, owner_token, other_token, tmp_p
 
     assert statuses == [201, 200, 429]
     assert another_token == 403  # not throttled: its own budget, then refused for not owning the name
+
+
+@pytest.mark.parametrize(
+    "reason",
+    ["bad\rweights", "bad weights\r", "\x1b[31mred alert\x1b[0m", "line\u2028break", "next\x85line", "abc\u202eevil", "mark\u200fed"],
+)
+def test_a_yank_reason_must_be_one_line_as_a_person_reads_it(client, owner_token, publish, reason):
+    publish(name="demo-embedder")
+    response = client.post(
+        "/api/v1/templates/demo-embedder/versions/1.0.0/yank/",
+        data={"reason": reason},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {owner_token}"},
+    )
+    assert response.status_code == 400
+    assert response.json()["errors"] == [
+        {"field": "reason", "message": "must be one line of text without control characters, line separators or bidirectional overrides"}
+    ]
+    assert TemplateVersion.objects.get().yanked is False
+
+
+def test_the_yank_service_holds_the_same_one_line_rule(publish):
+    from templates_catalog.services import PublishRejected
+
+    version = publish(name="demo-embedder")
+    with pytest.raises(PublishRejected, match="must be one line"):
+        template_version_yank(version=version, reason="bad\rweights")
+    version.refresh_from_db()
+    assert version.yanked is False
+
+
+def test_a_public_template_cannot_require_a_private_one(upload, owner_token, tmp_path, publish, artifact_root):
+    publish(name="own-store", visibility="private")
+    rag = dict(name="rag", tier="workflow", requires=[{"template": "own-store", "alias": "store"}])
+    before = catalog_state(artifact_root)
+
+    public = upload("rag", bundle_bytes(tmp_path, **rag), owner_token)
+
+    assert public.status_code == 400
+    assert public.json()["errors"] == [
+        {
+            "field": "hub.yaml requires.0.template",
+            "message": "own-store is private and a public template may only require public ones; "
+            "make own-store public or publish rag as private",
+        }
+    ]
+    assert catalog_state(artifact_root) == before
+    private = upload("rag", bundle_bytes(tmp_path, **rag), owner_token, visibility="private")
+    assert private.status_code == 201, private.content
+
+
+def test_another_publishers_private_template_looks_exactly_like_a_missing_one(upload, owner_token, tmp_path, publish, other_publisher):
+    publish(name="hidden-store", owner=other_publisher, visibility="private")
+
+    def refusal(required: str, visibility: str) -> list[dict]:
+        rag = dict(name="rag", tier="workflow", requires=[{"template": required, "alias": "s"}])
+        response = upload("rag", bundle_bytes(tmp_path, **rag), owner_token, visibility=visibility)
+        assert response.status_code == 400
+        return [{**e, "message": e["message"].replace(required, "NAME")} for e in response.json()["errors"]]
+
+    for visibility in ("public", "private"):
+        assert refusal("hidden-store", visibility) == refusal("never-published", visibility)

@@ -44,7 +44,8 @@ def test_typing_in_the_search_updates_the_results_in_place(live_server, catalog,
     page.locator("#id_q").fill("")
     page.locator("#id_q").press_sequentially("database", delay=30)
 
-    page.wait_for_function("document.querySelector('.result-count').innerText === '1 template'")
+    # A selector, not wait_for_function: the page's policy forbids the eval that a predicate needs.
+    page.wait_for_selector(".result-count:text-is('1 template')")
     assert page.locator(".card-title").all_inner_texts() == ["Vector database"]
     assert page.evaluate("window.loadedOnce") is True  # htmx swapped the results, no navigation
     assert re.search(r"\?q=database", page.url)  # and the address can be shared
@@ -72,3 +73,34 @@ def test_the_catalog_works_with_the_keyboard_alone(live_server, catalog, browser
     page.wait_for_url(re.compile(r"/templates/stock-agent/$"))
     assert page.locator("h1").first.inner_text() == "Stock research"
     assert outline != "none"  # the focused link is visibly marked
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_page_breaks_the_content_security_policy(live_server, catalog, browser):
+    page = browser.new_page()
+    refused = []
+    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None)
+
+    for path in ["/", "/templates/", "/templates/minilm/", "/templates/minilm/versions/1.0.0/"]:
+        page.goto(f"{live_server.url}{path}")
+        page.wait_for_load_state("load")
+    page.goto(f"{live_server.url}/templates/")
+    page.locator("#id_q").press_sequentially("database", delay=30)
+    # A selector, not wait_for_function: the page's policy forbids the eval that a predicate needs.
+    page.wait_for_selector(".result-count:text-is('1 template')")
+
+    assert refused == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_swagger_ui_works_under_its_policy(live_server, db, browser):
+    page = browser.new_page()
+    refused = []
+    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None)
+
+    page.goto(f"{live_server.url}/api/docs/")
+
+    page.wait_for_selector(".swagger-ui .info .title", timeout=20_000)
+    assert "AI Hub API" in page.locator(".swagger-ui .info .title").inner_text()
+    assert page.locator(".opblock").count() > 0  # the operations came from /api/schema/
+    assert refused == []

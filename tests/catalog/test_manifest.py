@@ -83,6 +83,32 @@ BAD_MANIFESTS = [
     ({"tier": "workflow", "requires": [{"template": "demo-embedder", "alias": "me"}]}, "", "cannot require itself"),
     ({"tier": "workflow", "requires": [{"template": "ab", "alias": "x"}, {"template": "cd", "alias": "x"}]}, "", "repeats aliases: x"),
     ({"servee": {"handler": "h:M"}}, "servee", "is not a known field"),
+    # apt reads a name that matches no package as a pattern: `zlib1g-de.+` installed eight packages.
+    *[
+        ({"runtime": {"system_packages": [name]}}, "runtime.system_packages.0", "apt patterns such as")
+        for name in [
+            "zlib1g-de.+", "lib.*", "lib.?", "lib*", "lib?", "lib[ab]", "^lib", "lib$", "~nlib", "!lib", "a|b", "(lib)",
+            "libc6=2.36-9", "libc6:amd64", "libc6/bookworm",
+        ]
+    ],
+    ({"runtime": {"system_packages": ["a"]}}, "runtime.system_packages.0", "at least 2 characters"),
+    ({"runtime": {"system_packages": ["l" * 64]}}, "runtime.system_packages.0", "at most 63 characters"),
+    # One line, as a person reads it: no C1 controls, separators, or bidi overrides.
+    *[
+        ({"title": f"Demo{char}embedder"}, "title", "one line of text without control characters")
+        for char in ["\r", "\x1b", "\x7f", "\x85", "\x9b", "\u2028", "\u2029", "\u202a", "\u202e", "\u2066", "\u2069", "\u200e", "\u200f", "\u061c"]
+    ],
+    ({"summary": "Turns text\u2029FROM scratch into vectors"}, "summary", "without control characters, line separators"),
+    ({"inputs": [{"name": "t", "label": "Tick\u202eer"}]}, "inputs.0.label", "bidirectional overrides"),
+    ({"inputs": [{"name": "t", "label": "T", "help": "one\x85two"}]}, "inputs.0.help", "one line of text"),
+    ({"inputs": [{"name": "t", "label": "T", "type": "choice", "choices": ["a\u2028b"]}]}, "inputs.0.choices.0", "one line"),
+    # Every string has a cap.
+    ({"runtime": {"packages": ["numpy==1." + "0" * 5000]}}, "runtime.packages.0", "at most 200 characters"),
+    ({"inputs": [{"name": "t", "label": "T", "type": "text", "default": "x" * 1001}]}, "inputs.0.default", "at most 1000 characters"),
+    ({"tier": "workflow", "requires": [{"template": "ab", "version": ">=1.0.0," + ",".join(["<9"] * 40), "alias": "a"}]}, "requires.0.version", "at most 100 characters"),
+    ({**JOB, "job": {"command": ["t"], "outputs": [{"name": "m", "path": "a/" * 120 + "b"}]}}, "job.outputs.0.path", "at most 200 characters"),
+    ({"serve": {"handler": "a." * 120 + "b:M"}}, "serve.handler", "at most 200 characters"),
+    ({"version": "1.0.0-" + "a" * 80}, "version", "at most 64 characters"),
 ]
 
 
@@ -108,6 +134,43 @@ def test_it_accepts_a_complete_manifest():
     )
     assert manifest.needs_gpu
     assert manifest.requires[0].env_var == "VECTOR_STORE_URL"
+
+
+def test_debian_names_with_dots_and_pluses_are_not_patterns():
+    names = ["libstdc++6", "python3.11", "g++", "zlib1g-dev", "libgtk-3-0", "lib32gcc-s1", "libc++abi1-14"]
+    manifest = manifest_from_data(manifest_data(runtime={"system_packages": names}))
+    assert manifest.runtime.system_packages == names
+
+
+def test_one_line_text_may_use_any_script_and_symbol():
+    title = "Résumé — 日本語 · العربية ✓ 🚀"
+    manifest = manifest_from_data(manifest_data(title=title, summary=f"{title}: summarised in one line."))
+    assert manifest.title == title
+
+
+def test_every_string_in_the_published_schema_has_a_length_cap():
+    # A new field cannot forget its cap: the JSON Schema is walked, not a list of fields.
+    schema = json.loads(manifest_json_schema_text())
+    uncapped = []
+
+    def walk(node, where: str, number_beside: bool = False) -> None:
+        if isinstance(node, dict):
+            choices = node.get("anyOf", [])
+            numeric = any(branch.get("type") in ("number", "integer") for branch in choices if isinstance(branch, dict))
+            is_free_string = node.get("type") == "string" and "enum" not in node and "const" not in node
+            # A decimal such as `cpu: "1.5"` may be written as text; it is parsed into a number.
+            if is_free_string and "maxLength" not in node and not number_beside:
+                uncapped.append(where)
+            for key, value in node.items():
+                walk(value, f"{where}/{key}", number_beside=numeric and key == "anyOf")
+        elif isinstance(node, list):
+            for index, item in enumerate(node):
+                walk(item, f"{where}/{index}", number_beside=number_beside)
+
+    walk(schema, "#")
+    assert uncapped == []
+    strings = manifest_json_schema_text().count('"type": "string"')
+    assert strings > 20  # the walk did reach the fields
 
 
 def test_it_refuses_yaml_aliases_before_expanding_them():

@@ -2,24 +2,36 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from templates_catalog.bundles import BundleInvalid, bundle_pack
-from templates_catalog.manifest import ManifestInvalid, manifest_from_dir
+from templates_catalog.checks import template_folder_check
+from templates_catalog.models import Publisher, Template
+from templates_catalog.services import PublishRejected
 
 
 class Command(BaseCommand):
-    help = "Check a template folder: its hub.yaml against schema hub/v1, and that it packs into a bundle."
+    help = (
+        "Check a template folder as the hub checks an upload: packed as `publish` packs it, the bundle's "
+        "limits, hub.yaml against schema hub/v1, and every `requires` against this hub's catalog."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("folder", type=Path)
+        parser.add_argument("--publisher", help="slug of the publisher it will be published as (its private templates count)")
+        parser.add_argument("--visibility", choices=Template.Visibility.values, default=Template.Visibility.PUBLIC)
 
-    def handle(self, *args, folder: Path, **options):
+    def handle(self, *args, folder: Path, publisher: str | None, visibility: str, **options):
+        owner = self._publisher(publisher)
         try:
-            manifest = manifest_from_dir(folder)
-            bundle_pack(folder)
-        except ManifestInvalid as exc:
+            manifest = template_folder_check(folder=folder, publisher=owner, visibility=visibility)
+        except PublishRejected as exc:
             for error in exc.errors:
-                self.stderr.write(f"hub.yaml {error}".replace("hub.yaml : ", "hub.yaml: "))
-            raise CommandError(f"{folder}: {len(exc.errors)} error(s) in hub.yaml") from None
-        except BundleInvalid as exc:
-            raise CommandError(f"{folder}: {exc}") from None
+                self.stderr.write(str(error))
+            raise CommandError(f"{folder}: {len(exc.errors)} error(s); the hub would refuse it") from None
         self.stdout.write(f"{folder}: {manifest.name} {manifest.version} ({manifest.tier}, {manifest.kind}) is valid")
+
+    def _publisher(self, slug: str | None) -> Publisher | None:
+        if slug is None:
+            return None
+        found = Publisher.objects.filter(slug=slug).first()
+        if found is None:
+            raise CommandError(f"no publisher with the slug {slug!r}")
+        return found
