@@ -84,7 +84,8 @@ def api_token_by_secret(secret: str) -> ApiToken | None:
 
 
 def api_tokens_of(user: User) -> QuerySet[ApiToken]:
-    return ApiToken.objects.filter(publisher__memberships__user=user).select_related("publisher", "created_by")
+    mine = Q(publisher__memberships__user=user) | Q(publisher__isnull=True, created_by=user)
+    return ApiToken.objects.filter(mine).select_related("publisher", "created_by")
 
 
 def template_versions_sorted(template: Template) -> list[TemplateVersion]:
