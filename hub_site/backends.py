@@ -5,6 +5,7 @@ Constructing a backend may talk to an engine, so only workers call these; the we
 process records the name it was asked for and leaves the rest to them."""
 
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.core.signals import setting_changed
@@ -13,6 +14,10 @@ from django.utils.module_loading import import_string
 
 from builders.backends import BuildBackend, DockerBackend, VenvBackend, docker_engine_answers
 from builders.debs import DebCache
+from runners.base import Runner
+
+if TYPE_CHECKING:
+    from deployments.models import Node
 
 AUTO = "auto"
 _BUILD_SETTINGS = {"BUILD_REGISTRY", "BUILD_NO_CACHE", "DEB_CACHE_DIR", "VAR_DIR"}
@@ -48,3 +53,20 @@ def _forget_backends(*, setting: str, **kwargs) -> None:
     # Backends are built from settings: one built before a change would not see it.
     if setting in _BUILD_SETTINGS:
         build_backend.cache_clear()
+
+
+# --- runners: a node row names its runner -------------------------------------------
+
+
+def runner_for(node: "Node") -> Runner:
+    """The runner of `node`: "process" (local processes of venv builds), "docker" (the
+    node's Docker Engine) or the dotted path of a class taking the same keywords."""
+    if node.runner == "process":
+        from runners.process import ProcessRunner
+
+        return ProcessRunner(run_root=settings.VAR_DIR / "runs", venv_root=settings.VAR_DIR / "venvs", host=node.address)
+    if node.runner == "docker":
+        from runners.docker import DockerRunner
+
+        return DockerRunner(base_url=node.engine_url or None, address=node.address)
+    return import_string(node.runner)(base_url=node.engine_url or None, address=node.address)

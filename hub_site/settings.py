@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "csp",
     "templates_catalog",
+    "deployments",
 ]
 
 MIDDLEWARE = [
@@ -213,6 +214,12 @@ DEB_CACHE_DIR = Path(env_str("DEB_CACHE_DIR", str(VAR_DIR / "debs")))
 BUILD_SYSTEM_PACKAGES_MAX_MB = env_int("BUILD_SYSTEM_PACKAGES_MAX_MB", 500, minimum=1)
 HARNESS_DIR = BASE_DIR / "runners" / "harness"
 HUB_PUBLIC_URL = env_str("HUB_PUBLIC_URL", "http://127.0.0.1:8000")
+
+# Deployments: how long a launched run may take to answer its ready path, how often a
+# run that died is restarted before its deployment fails, and the reconciler's period.
+DEPLOY_READY_TIMEOUT_SECONDS = env_int("DEPLOY_READY_TIMEOUT_SECONDS", 300, minimum=1)
+DEPLOY_MAX_RESTARTS = env_int("DEPLOY_MAX_RESTARTS", 3, minimum=0)
+RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 5, minimum=1)
 
 # Celery: a broker that needs no server by default (kombu's filesystem transport),
 # Redis or RabbitMQ in production through CELERY_BROKER_URL.

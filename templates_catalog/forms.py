@@ -14,7 +14,10 @@ NAME_PATTERN = next(pattern for pattern, hint in PATTERN_HINTS.items() if "minil
 class ApiTokenForm(forms.Form):
     publisher = forms.ModelChoiceField(queryset=Publisher.objects.none(), empty_label=None)
     name = forms.CharField(max_length=64, help_text="What the token is for, e.g. “CI of the embeddings repo”.")
-    permission = forms.ChoiceField(choices=ApiToken.Permission.choices, initial=ApiToken.Permission.READ)
+    permission = forms.ChoiceField(
+        choices=[(ApiToken.Permission.READ, "Read only"), (ApiToken.Permission.PUBLISH, "Read and publish")],
+        initial=ApiToken.Permission.READ,
+    )
     template_names = forms.CharField(
         required=False,
         label="Only these templates",
@@ -37,6 +40,19 @@ class ApiTokenForm(forms.Form):
         if bad:
             raise forms.ValidationError(f"Not template names: {', '.join(bad)}. Use lowercase letters, digits and hyphens.")
         return names
+
+    def expires_at(self):
+        days = self.cleaned_data.get("expires_in_days")
+        return timezone.now() + timedelta(days=days) if days else None
+
+
+class PersonalTokenForm(forms.Form):
+    """A personal token with the deploy permission: it acts for its creator alone."""
+
+    name = forms.CharField(max_length=64, help_text="What the token is for, e.g. “deploy script”.")
+    expires_in_days = forms.IntegerField(
+        required=False, min_value=1, max_value=3650, label="Expires after (days)", help_text="Empty: never."
+    )
 
     def expires_at(self):
         days = self.cleaned_data.get("expires_in_days")

@@ -205,14 +205,16 @@ class VersionRequirement(models.Model):
 
 
 class ApiToken(models.Model):
-    """A publisher's API token. Only the sha256 of the token is stored; the token itself
-    is shown once, at creation."""
+    """An API token: a publisher's (read, publish) or a user's personal one (deploy).
+    Only the sha256 of the token is stored; the token itself is shown once, at creation."""
 
     class Permission(models.TextChoices):
         READ = "read", "Read only"
         PUBLISH = "publish", "Read and publish"
+        DEPLOY = "deploy", "Deploy (personal)"
 
-    publisher = models.ForeignKey(Publisher, on_delete=models.CASCADE, related_name="tokens")
+    # Empty for a personal token, which acts for its creator alone.
+    publisher = models.ForeignKey(Publisher, on_delete=models.CASCADE, related_name="tokens", null=True, blank=True)
     name = models.CharField(max_length=64)
     # The first characters of the token, so people can tell their tokens apart.
     prefix = models.CharField(max_length=16)
@@ -229,7 +231,15 @@ class ApiToken(models.Model):
     class Meta:
         ordering = ["-created_at"]
         constraints = [
-            models.CheckConstraint(condition=Q(permission__in=["read", "publish"]), name="token_permission_valid"),
+            models.CheckConstraint(
+                condition=Q(permission__in=["read", "publish", "deploy"]), name="token_permission_valid"
+            ),
+            # Deploying is personal; publishing and reading belong to a publisher.
+            models.CheckConstraint(
+                condition=Q(permission="deploy", publisher__isnull=True)
+                | (~Q(permission="deploy") & Q(publisher__isnull=False)),
+                name="token_deploy_is_personal",
+            ),
             models.CheckConstraint(condition=Q(token_sha256__regex=r"^[0-9a-f]{64}$"), name="token_sha256_hex"),
         ]
 
@@ -242,6 +252,10 @@ class ApiToken(models.Model):
     @property
     def can_publish(self) -> bool:
         return self.permission == self.Permission.PUBLISH
+
+    @property
+    def can_deploy(self) -> bool:
+        return self.permission == self.Permission.DEPLOY
 
 
 class Build(models.Model):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.paginator import Page, Paginator
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Case, Exists, OuterRef, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from .models import ApiToken, Membership, Publisher, PublisherInvitation, Template, TemplateVersion
@@ -74,7 +74,9 @@ def template_detail(user: User | AnonymousUser, name: str, token: ApiToken | Non
 def _with_creator_membership(tokens: QuerySet[ApiToken]) -> QuerySet[ApiToken]:
     """`creator_is_member` on each token: a token works only while its creator belongs to its publisher."""
     creator_membership = Membership.objects.filter(publisher_id=OuterRef("publisher_id"), user_id=OuterRef("created_by_id"))
-    return tokens.select_related("publisher", "created_by").annotate(creator_is_member=Exists(creator_membership))
+    # A personal token has no publisher: its creator is all it needs.
+    belongs = Case(When(publisher__isnull=True, then=Value(True)), default=Exists(creator_membership), output_field=BooleanField())
+    return tokens.select_related("publisher", "created_by").annotate(creator_is_member=belongs)
 
 
 def api_token_by_secret(secret: str) -> ApiToken | None:
@@ -87,8 +89,10 @@ def api_token_by_secret(secret: str) -> ApiToken | None:
 
 
 def api_tokens_of(user: User) -> QuerySet[ApiToken]:
-    # A read scope (the tokens of the user's publishers); revoking still asks `access`.
-    return _with_creator_membership(ApiToken.objects.filter(publisher__memberships__user=user)).order_by("publisher__name", "publisher_id", "-created_at")
+    # A read scope (the tokens of the user's publishers, and their own personal ones);
+    # revoking still asks `access`.
+    mine = Q(publisher__memberships__user=user) | Q(publisher__isnull=True, created_by=user)
+    return _with_creator_membership(ApiToken.objects.filter(mine)).order_by("publisher__name", "publisher_id", "-created_at")
 
 
 def template_versions_sorted(template: Template) -> list[TemplateVersion]:

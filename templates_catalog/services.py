@@ -398,6 +398,8 @@ def api_token_create(
     expires_at: datetime | None = None,
 ) -> CreatedToken:
     """Mint a token. The secret is returned once and only its sha256 is stored."""
+    if permission == ApiToken.Permission.DEPLOY:
+        raise ValidationError("deploy tokens are personal: create one with api_token_create_personal")
     if not may_publish(created_by, publisher):
         raise PermissionDenied(f"you are not a member of {publisher.name}")
     if expires_at is not None and expires_at <= timezone.now():
@@ -417,9 +419,34 @@ def api_token_create(
 
 
 def api_token_revoke(*, token: ApiToken, revoked_by: AbstractBaseUser) -> ApiToken:
-    if not may_publish(revoked_by, token.publisher):
+    if token.publisher is None:
+        if token.created_by_id != revoked_by.pk:
+            raise PermissionDenied("a personal token can only be revoked by the user who created it")
+    elif not may_publish(revoked_by, token.publisher):
         raise PermissionDenied(f"you are not a member of {token.publisher.name}")
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
     return token
+
+
+def api_token_create_personal(
+    *, user: AbstractBaseUser, name: str, expires_at: datetime | None = None
+) -> CreatedToken:
+    """Mint a personal token with the deploy permission: it acts for `user` alone, on
+    deployments, and can never publish."""
+    if not user.is_authenticated or not user.is_active:
+        raise PermissionDenied("only an active, signed-in user may create a personal token")
+    if expires_at is not None and expires_at <= timezone.now():
+        raise ValidationError("the expiry must be in the future")
+    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        publisher=None,
+        name=name,
+        prefix=secret[: len(TOKEN_PREFIX) + 6],
+        token_sha256=hashlib.sha256(secret.encode()).hexdigest(),
+        permission=ApiToken.Permission.DEPLOY,
+        created_by=user,
+        expires_at=expires_at,
+    )
+    return CreatedToken(token=token, secret=secret)

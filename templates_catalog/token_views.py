@@ -5,17 +5,26 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from .forms import ApiTokenForm
+from .forms import ApiTokenForm, PersonalTokenForm
 from .selectors import api_tokens_of
-from .services import api_token_create, api_token_revoke
+from .services import api_token_create, api_token_create_personal, api_token_revoke
+
+PERSONAL = "personal"
 
 
 @login_required
 @require_http_methods(["GET", "POST"])
 def token_list(request: HttpRequest) -> HttpResponse:
-    form = ApiTokenForm(request.POST or None, user=request.user)
+    personal = request.method == "POST" and request.POST.get("kind") == PERSONAL
+    form = ApiTokenForm(None if personal else request.POST or None, user=request.user)
+    personal_form = PersonalTokenForm(request.POST if personal else None, prefix=PERSONAL)
     created = None
-    if request.method == "POST" and form.is_valid():
+    if personal and personal_form.is_valid():
+        created = api_token_create_personal(
+            user=request.user, name=personal_form.cleaned_data["name"], expires_at=personal_form.expires_at()
+        )
+        personal_form = PersonalTokenForm(prefix=PERSONAL)
+    elif request.method == "POST" and not personal and form.is_valid():
         try:
             created = api_token_create(
                 publisher=form.cleaned_data["publisher"],
@@ -29,7 +38,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
             form.add_error("publisher", str(exc))
         else:
             form = ApiTokenForm(user=request.user)
-    context = {"form": form, "created": created, "tokens": api_tokens_of(request.user)}
+    context = {"form": form, "personal_form": personal_form, "created": created, "tokens": api_tokens_of(request.user)}
     response = render(request, "catalog/tokens.html", context)
     # The page may show a secret once: never let a cache keep it.
     response["Cache-Control"] = "no-store"

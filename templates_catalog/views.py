@@ -1,3 +1,5 @@
+import hashlib
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -90,8 +92,7 @@ def version_page(request: HttpRequest, name: str, version: str) -> HttpResponse:
     found = _visible_version(request, name, version)
     context = {
         "template": found.template,
-        "version": found,
-        "build": found.builds.first(),
+        **_build_context(found),
         # Found by storage_check or by a download, never by hashing the bundle on a page view.
         "bundle_problem": BundleProblem.objects.filter(version=found).first(),
         "can_build": may_build(request.user, found),
@@ -101,8 +102,18 @@ def version_page(request: HttpRequest, name: str, version: str) -> HttpResponse:
 
 @require_GET
 def version_build_status(request: HttpRequest, name: str, version: str) -> HttpResponse:
-    found = _visible_version(request, name, version)
-    return render(request, "catalog/_build.html", {"version": found, "build": found.builds.first()})
+    """Polled while a build runs. Answers 204 (htmx swaps nothing) while nothing changed, so
+    the log a person is reading is not re-rendered under them every second."""
+    context = _build_context(_visible_version(request, name, version))
+    if request.GET.get("since") == context["build_digest"]:
+        return HttpResponse(status=204)
+    return render(request, "catalog/_build.html", context)
+
+
+def _build_context(version: TemplateVersion) -> dict:
+    build = version.builds.first()
+    seen = f"{build.pk}|{build.status}|{build.error}|{build.image_digest}|{build.log}" if build else ""
+    return {"version": version, "build": build, "build_digest": hashlib.sha256(seen.encode()).hexdigest()[:20]}
 
 
 @login_required

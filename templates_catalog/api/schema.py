@@ -6,4 +6,4 @@ class BearerTokenScheme(OpenApiAuthenticationExtension):
     name = "bearerToken"
 
     def get_security_definition(self, auto_schema):
-        return {"type": "http", "scheme": "bearer", "description": "A publisher API token, `hub_…`."}
+        return {"type": "http", "scheme": "bearer", "description": "An API token, `hub_…`: a publisher token to read and publish, a personal token with the deploy permission for deployments."}

@@ -45,7 +45,16 @@ class LengthRequired(exceptions.APIException):
 
 
 def _token(request: Request) -> ApiToken | None:
-    return request.auth if isinstance(request.auth, ApiToken) else None
+    """The publisher token that scopes the request; a personal token reads as its user."""
+    token = request.auth if isinstance(request.auth, ApiToken) else None
+    return token if token is not None and token.publisher_id is not None else None
+
+
+def _refuse_personal_token(request: Request) -> None:
+    if isinstance(request.auth, ApiToken) and request.auth.publisher_id is None:
+        raise exceptions.PermissionDenied(
+            "This is a personal deploy token; publishing needs a publisher token with the publish permission."
+        )
 
 
 def _visible_template(request: Request, name: str) -> Template:
@@ -187,6 +196,7 @@ def _open_bundle(version: TemplateVersion):
 def _publisher_for_upload(request: Request, name: str) -> Publisher:
     if not request.user.is_authenticated:
         raise exceptions.NotAuthenticated("Send `Authorization: Bearer <token>` with a publish token.")
+    _refuse_personal_token(request)
     owner = Template.objects.filter(name=name).select_related("publisher").first()
     token = _token(request)
     if token is not None:
@@ -214,6 +224,7 @@ def _session_publisher(request: Request) -> Publisher:
 def _require_publish_right(request: Request, publisher: Publisher, name: str) -> None:
     if not request.user.is_authenticated:
         raise exceptions.NotAuthenticated("Send `Authorization: Bearer <token>` with a publish token.")
+    _refuse_personal_token(request)
     refusal = publish_refusal(request.user, publisher, name, _token(request))
     if refusal is not None:
         raise exceptions.PermissionDenied(refusal)

@@ -21,7 +21,8 @@ def test_the_schema_is_valid_and_documents_token_auth(client, db):
 
     assert response.status_code == 200
     assert schema["components"]["securitySchemes"]["bearerToken"] == {
-        "type": "http", "scheme": "bearer", "description": "A publisher API token, `hub_…`.",
+        "type": "http", "scheme": "bearer",
+        "description": "An API token, `hub_…`: a publisher token to read and publish, a personal token with the deploy permission for deployments.",
     }
     upload = schema["paths"]["/api/v1/templates/{name}/versions/"]["post"]
     assert "application/gzip" in upload["requestBody"]["content"]

@@ -1,0 +1,63 @@
+from rest_framework import serializers
+
+from ..models import Deployment, DeploymentEvent
+
+KEY_PATTERN = r"^[\x21-\x7e]{1,100}$"
+KEY_HINT = "use 1-100 printable ASCII characters without spaces"
+
+
+class ResourcesSerializer(serializers.Serializer):
+    gpus = serializers.IntegerField()
+    gpu_memory_gb = serializers.DecimalField(max_digits=6, decimal_places=1)
+    cpu = serializers.DecimalField(max_digits=6, decimal_places=2)
+    memory_gb = serializers.DecimalField(max_digits=7, decimal_places=1)
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="handle", read_only=True, help_text="The deployment's public handle, e.g. d-k2m9x4qabc")
+    template = serializers.CharField(source="version.template.name", read_only=True)
+    version = serializers.CharField(source="version.version", read_only=True)
+    node = serializers.CharField(source="node.name", read_only=True, allow_null=True)
+    resources = ResourcesSerializer(source="*", read_only=True)
+    reason = serializers.CharField(read_only=True, help_text="Why it failed, when state is `failed`")
+
+    class Meta:
+        model = Deployment
+        fields = [
+            "id", "template", "version", "state", "reason", "endpoint", "inputs", "node", "price_per_hour",
+            "resources", "restarts", "created_at", "updated_at", "started_at", "stopped_at",
+        ]
+        read_only_fields = fields
+
+
+class DeploymentCreateSerializer(serializers.Serializer):
+    template = serializers.SlugField(max_length=64, help_text="The template's name, e.g. minilm-embeddings")
+    version = serializers.CharField(max_length=64, required=False, help_text="Default: the latest version")
+    inputs = serializers.JSONField(required=False, default=dict, help_text="The template's inputs by name")
+    idempotency_key = serializers.RegexField(
+        KEY_PATTERN, required=False,
+        help_text="The same key again returns the same deployment (or send the Idempotency-Key header)",
+        error_messages={"invalid": KEY_HINT},
+    )
+
+
+class DeploymentEventSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = DeploymentEvent
+        fields = ["at", "from_state", "to_state", "message"]
+        read_only_fields = fields
+
+
+class DeploymentLogsSerializer(serializers.Serializer):
+    id = serializers.CharField()
+    logs = serializers.CharField(help_text="The last lines its run wrote")
+
+
+class ErrorItemSerializer(serializers.Serializer):
+    field = serializers.CharField()
+    message = serializers.CharField()
+
+
+class DeploymentErrorSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    errors = ErrorItemSerializer(many=True)

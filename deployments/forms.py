@@ -1,0 +1,69 @@
+"""The deploy form: one field per manifest input, typed by the input's type."""
+
+import uuid
+
+from django import forms
+
+from templates_catalog.manifest import Manifest
+from templates_catalog.manifest.schema import Input, InputType
+
+from .specs import MAX_STRING_CHARS, MAX_TEXT_CHARS
+
+
+class DeployForm(forms.Form):
+    # Generated when the page is shown: submitting the same page twice makes one deployment.
+    idempotency_key = forms.UUIDField(widget=forms.HiddenInput, error_messages={
+        "required": "this form has expired: reload the page and press Deploy again",
+        "invalid": "this form has expired: reload the page and press Deploy again",
+    })
+
+    def __init__(self, manifest: Manifest, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unsupported: list[Input] = []
+        for item in manifest.inputs:
+            field = _field_for(item)
+            if field is None:
+                self.unsupported.append(item)
+            else:
+                self.fields[item.name] = field
+        if not self.is_bound:
+            self.initial.setdefault("idempotency_key", uuid.uuid4())
+
+    def input_fields(self):
+        return [self[name] for name in self.fields if name != "idempotency_key"]
+
+    def inputs(self) -> dict:
+        """The values to deploy with; blank optional fields are left out so the
+        manifest's defaults apply."""
+        return {
+            name: value
+            for name, value in self.cleaned_data.items()
+            if name != "idempotency_key" and value not in (None, "")
+        }
+
+    def add_service_errors(self, errors: list[tuple[str, str]]) -> None:
+        """The deploy service's (field, message) pairs, shown beside the field they name."""
+        for field, message in errors:
+            name = field.removeprefix("inputs.")
+            self.add_error(name if name in self.fields else None, message)
+
+
+def _field_for(item: Input) -> forms.Field | None:
+    common = {"label": item.label, "help_text": item.help, "initial": item.default}
+    required = item.required and item.default is None
+    kind = item.type
+    if kind is InputType.STRING:
+        return forms.CharField(required=required, max_length=MAX_STRING_CHARS, strip=False, **common)
+    if kind is InputType.TEXT:
+        return forms.CharField(required=required, max_length=MAX_TEXT_CHARS, strip=False, widget=forms.Textarea, **common)
+    if kind is InputType.INTEGER:
+        return forms.IntegerField(required=required, **common)
+    if kind is InputType.NUMBER:
+        return forms.FloatField(required=required, **common)
+    if kind is InputType.BOOLEAN:
+        # An unticked box is a value (false), never a missing one.
+        return forms.BooleanField(required=False, **common)
+    if kind is InputType.CHOICE:
+        blank = [] if required or item.default is not None else [("", "(default)")]
+        return forms.ChoiceField(required=required, choices=blank + [(choice, choice) for choice in item.choices], **common)
+    return None

@@ -1,0 +1,129 @@
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from templates_catalog.models import Build, TemplateVersion
+
+HANDLE_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def new_handle() -> str:
+    return "d-" + "".join(secrets.choice(HANDLE_ALPHABET) for _ in range(10))
+
+
+class Node(models.Model):
+    """A machine that runs deployments, through the runner it names."""
+
+    class RunnerKind(models.TextChoices):
+        PROCESS = "process", "Local processes (venv builds)"
+        DOCKER = "docker", "Docker Engine"
+
+    name = models.SlugField(max_length=64, unique=True)
+    # "process", "docker", or the dotted path of a runner class with the same interface.
+    runner = models.CharField(max_length=200, default=RunnerKind.PROCESS)
+    engine_url = models.CharField(max_length=300, blank=True, default="")
+    # Where the hub reaches the endpoints of what runs there.
+    address = models.CharField(max_length=255, default="127.0.0.1")
+    gpu_model = models.CharField(max_length=100, blank=True, default="")
+    # The memory in GB of each GPU, e.g. [80, 80]; empty: no GPU.
+    gpus = models.JSONField(default=list, blank=True)
+    cpus = models.DecimalField(max_digits=7, decimal_places=2)
+    memory_gb = models.DecimalField(max_digits=9, decimal_places=1)
+    price_per_hour = models.DecimalField(max_digits=9, decimal_places=4, default=0)
+    labels = models.JSONField(default=dict, blank=True)
+    schedulable = models.BooleanField(default=True)
+    last_heartbeat = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.CheckConstraint(condition=Q(cpus__gt=0), name="node_has_cpus"),
+            models.CheckConstraint(condition=Q(memory_gb__gt=0), name="node_has_memory"),
+            models.CheckConstraint(condition=Q(price_per_hour__gte=0), name="node_price_not_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Deployment(models.Model):
+    """One user's running copy of a template version. Its `state` changes only through
+    `deployments.transitions.deployment_transition`."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        BUILDING = "building"
+        SCHEDULING = "scheduling"
+        STARTING = "starting"
+        RUNNING = "running"
+        STOPPING = "stopping"
+        STOPPED = "stopped"
+        FAILED = "failed"
+
+    # States in which a deployment holds capacity on its node.
+    HOLDING = (State.STARTING, State.RUNNING, State.STOPPING)
+    # States the flow still advances.
+    IN_FLIGHT = (State.PENDING, State.BUILDING, State.SCHEDULING, State.STARTING, State.STOPPING)
+
+    handle = models.CharField(max_length=16, unique=True, default=new_handle, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="deployments")
+    version = models.ForeignKey(TemplateVersion, on_delete=models.PROTECT, related_name="deployments")
+    build = models.ForeignKey(Build, on_delete=models.SET_NULL, null=True, blank=True, related_name="deployments")
+    node = models.ForeignKey(Node, on_delete=models.PROTECT, null=True, blank=True, related_name="deployments")
+    inputs = models.JSONField(default=dict, blank=True)
+    # The manifest's resources, copied so a node's use is one aggregate query.
+    gpus = models.PositiveSmallIntegerField(default=0)
+    gpu_memory_gb = models.DecimalField(max_digits=6, decimal_places=1, default=0)
+    cpu = models.DecimalField(max_digits=6, decimal_places=2, default=1)
+    memory_gb = models.DecimalField(max_digits=7, decimal_places=1, default=1)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, editable=False)
+    reason = models.TextField(blank=True, default="")
+    endpoint = models.CharField(max_length=300, blank=True, default="")
+    price_per_hour = models.DecimalField(max_digits=9, decimal_places=4, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=100, null=True, blank=True)
+    restarts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    # Deleted deployments keep their row and event log; lists hide them.
+    deleted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(state__in=["pending", "building", "scheduling", "starting", "running", "stopping", "stopped", "failed"]),
+                name="deployment_state_valid",
+            ),
+            models.CheckConstraint(condition=~Q(state="failed") | ~Q(reason=""), name="deployment_failure_has_reason"),
+            models.CheckConstraint(
+                condition=~Q(state__in=["starting", "running"]) | Q(node__isnull=False), name="deployment_running_has_node"
+            ),
+            models.UniqueConstraint(
+                fields=["owner", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="deployment_idempotency_key_unique",
+            ),
+        ]
+        indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["node", "state"])]
+
+    def __str__(self) -> str:
+        return self.handle
+
+
+class DeploymentEvent(models.Model):
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(auto_now_add=True)
+    from_state = models.CharField(max_length=16, blank=True, default="")
+    to_state = models.CharField(max_length=16)
+    message = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id}: {self.from_state or '∅'} → {self.to_state}"

@@ -1,0 +1,105 @@
+"""The reconciler: compare what the database says runs with what each node's runner
+really runs, and repair the difference."""
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from django.conf import settings
+from django.utils import timezone
+
+from hub_site.backends import runner_for
+from runners.base import NodeUnreachable, Runner, RunnerError, RunPhase, RunState
+
+from .flow import exit_reason
+from .models import Deployment, Node
+from .specs import launch_spec_for
+from .transitions import TransitionRefused, deployment_transition
+
+logger = logging.getLogger(__name__)
+State = Deployment.State
+
+
+@dataclass
+class ReconcileReport:
+    restarted: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    unreachable: list[str] = field(default_factory=list)
+
+
+def deployments_reconcile() -> ReconcileReport:
+    report = ReconcileReport()
+    expected: dict[int, dict[str, Deployment]] = defaultdict(dict)
+    # One query for the deployments of every node.
+    placed = Deployment.objects.filter(node__isnull=False, deleted_at__isnull=True).select_related("version", "build", "node")
+    for deployment in placed:
+        expected[deployment.node_id][deployment.handle] = deployment
+    for node in Node.objects.order_by("pk"):
+        _reconcile_node(node, expected[node.pk], report)
+    return report
+
+
+def _reconcile_node(node: Node, expected: dict[str, Deployment], report: ReconcileReport) -> None:
+    runner = runner_for(node)
+    try:
+        runs = {run.deployment: run for run in runner.list()}
+    except RunnerError as exc:
+        _node_lost(node, expected.values(), exc, report)
+        return
+    Node.objects.filter(pk=node.pk).update(last_heartbeat=timezone.now())
+    for handle in runs.keys() - expected.keys():
+        # An orphan: no deployment (or a deleted one, or one moved elsewhere) owns it here.
+        _quietly(runner.remove, handle)
+        report.removed.append(handle)
+    for handle, deployment in expected.items():
+        run = runs.get(handle, RunState(deployment=handle, phase=RunPhase.MISSING))
+        if deployment.state == State.RUNNING and not run.alive:
+            _revive(runner, deployment, run, report)
+        elif deployment.state in (State.STOPPED, State.FAILED) and run.alive:
+            _quietly(runner.stop, handle)
+            report.stopped.append(handle)
+
+
+def _node_lost(node: Node, deployments, exc: Exception, report: ReconcileReport) -> None:
+    report.unreachable.append(node.name)
+    reason = f"node {node.name} unreachable: {exc}" if isinstance(exc, NodeUnreachable) else f"node {node.name} failed: {exc}"
+    for deployment in deployments:
+        if deployment.state in (State.STARTING, State.RUNNING):
+            _transition(deployment, State.FAILED, reason, report.failed)
+
+
+def _revive(runner: Runner, deployment: Deployment, run: RunState, report: ReconcileReport) -> None:
+    how = f"exit code {run.exit_code}" if run.exit_code is not None else f"its run was {run.phase}"
+    if deployment.restarts >= settings.DEPLOY_MAX_RESTARTS:
+        what = f"died again after {deployment.restarts} restarts"
+        _transition(deployment, State.FAILED, exit_reason(runner, run, what), report.failed)
+        return
+    try:
+        runner.launch(launch_spec_for(deployment))
+    except RunnerError as exc:
+        _transition(deployment, State.FAILED, f"the run died ({how}) and could not be relaunched: {exc}", report.failed)
+        return
+    restarted = _transition(deployment, State.STARTING, f"restarted after {how}", report.restarted,
+                            restarts=deployment.restarts + 1)
+    if not restarted:
+        # Stopped or deleted meanwhile: the relaunched run must not outlive that.
+        _quietly(runner.stop, deployment.handle)
+
+
+def _transition(deployment: Deployment, to: str, message: str, into: list[str], **fields) -> bool:
+    try:
+        deployment_transition(deployment_id=deployment.pk, to=to, expect=(deployment.state,), message=message, **fields)
+    except TransitionRefused as exc:
+        logger.info("reconciler: %s", exc)
+        return False
+    into.append(deployment.handle)
+    return True
+
+
+def _quietly(action, handle: str) -> None:
+    try:
+        action(handle)
+    except RunnerError as exc:
+        logger.warning("reconciler could not %s %s: %s", action.__name__, handle, exc)

@@ -1,0 +1,16 @@
+from django.urls import path
+
+from . import views
+
+app_name = "deployments"
+urlpatterns = [
+    path("templates/<slug:name>/deploy/", views.deploy_latest, name="deploy"),
+    path("templates/<slug:name>/versions/<str:version>/deploy/", views.deploy_version, name="deploy_version"),
+    path("deployments/", views.deployment_list, name="list"),
+    path("deployments/<str:handle>/", views.deployment_page, name="detail"),
+    path("deployments/<str:handle>/state/", views.deployment_state, name="state"),
+    path("deployments/<str:handle>/logs/", views.deployment_logs, name="logs"),
+    path("deployments/<str:handle>/stop/", views.deployment_stop_view, name="stop"),
+    path("deployments/<str:handle>/restart/", views.deployment_restart_view, name="restart"),
+    path("deployments/<str:handle>/delete/", views.deployment_delete_view, name="delete"),
+]

@@ -1,0 +1,273 @@
+"""The deployments' pages: deploy, one deployment (live), my deployments, and the
+stop / restart / delete buttons. Thin: reads through selectors, writes through services."""
+
+import hashlib
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from hub_site.backends import runner_for
+from runners.base import RunnerError
+from runners.scheduler import NoNodeFits, place
+from templates_catalog.models import Template, TemplateVersion
+from templates_catalog.selectors import template_detail
+
+from .forms import DeployForm
+from .models import Deployment
+from .selectors import deployment_events, deployment_of, deployments_of, node_capacities, schedulable_nodes
+from .services import DeploymentRejected, deployment_create, deployment_delete, deployment_restart, deployment_stop
+from .specs import manifest_of, resources_of
+from .transitions import TransitionRefused
+
+State = Deployment.State
+LOG_TAIL_LINES = 200
+# States whose page keeps asking for news: the flow still moves them.
+STATE_POLLED = frozenset(Deployment.IN_FLIGHT)
+# States whose process may still write to its log.
+LOG_POLLED = STATE_POLLED | {State.RUNNING}
+
+
+@dataclass(frozen=True)
+class NodePreview:
+    node: str = ""
+    price_per_hour: Decimal | None = None
+    problem: str = ""
+
+
+# --- deploy ------------------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def deploy_latest(request: HttpRequest, name: str) -> HttpResponse:
+    template = _visible_template(request, name)
+    if template.latest_version is None:
+        raise Http404("This template has no version yet.")
+    return _deploy(request, template.latest_version)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def deploy_version(request: HttpRequest, name: str, version: str) -> HttpResponse:
+    template = _visible_template(request, name)
+    found = TemplateVersion.objects.filter(template=template, version=version).first()
+    if found is None:
+        raise Http404("No such version.")
+    found.template = template
+    return _deploy(request, found)
+
+
+def _visible_template(request: HttpRequest, name: str) -> Template:
+    template = template_detail(request.user, name)
+    if template is None:
+        # 404, not 403: a private template's existence is itself private.
+        raise Http404("No such template.")
+    return template
+
+
+def _deploy(request: HttpRequest, version: TemplateVersion) -> HttpResponse:
+    manifest = manifest_of(version.manifest)
+    if request.method == "GET" or version.yanked:
+        return _deploy_page(request, version, DeployForm(manifest), status=200)
+    form = DeployForm(manifest, request.POST)
+    if not form.is_valid():
+        return _deploy_page(request, version, form, status=400)
+    try:
+        result = deployment_create(
+            owner=request.user, version=version, inputs=form.inputs(),
+            idempotency_key=str(form.cleaned_data["idempotency_key"]),
+        )
+    except DeploymentRejected as exc:
+        form.add_service_errors(exc.errors)
+        if any(field == "idempotency_key" for field, _ in exc.errors):
+            # The page was submitted before with other values: a fresh key makes a new request.
+            form = _with_fresh_key(manifest, form)
+        return _deploy_page(request, version, form, status=exc.status)
+    return _see_other(reverse("deployments:detail", args=[result.deployment.handle]))
+
+
+def _with_fresh_key(manifest, used: DeployForm) -> DeployForm:
+    data = used.data.copy()
+    data["idempotency_key"] = str(DeployForm(manifest).initial["idempotency_key"])
+    fresh = DeployForm(manifest, data)
+    fresh.is_valid()
+    fresh.add_error(None, "This page was already used to deploy with other values. Press Deploy again to make a new deployment.")
+    return fresh
+
+
+def _deploy_page(request: HttpRequest, version: TemplateVersion, form: DeployForm, *, status: int) -> HttpResponse:
+    template = version.template
+    latest = template.latest_version
+    manifest = manifest_of(version.manifest)
+    context = {
+        "template": template,
+        "version": version,
+        "manifest": manifest,
+        "resources": manifest.resources,
+        "form": form,
+        "preview": _node_preview(manifest) if not version.yanked else NodePreview(),
+        "latest": latest if latest and not latest.yanked and latest.pk != version.pk else None,
+    }
+    return render(request, "deployments/deploy.html", context, status=status)
+
+
+def _node_preview(manifest) -> NodePreview:
+    """Where the deployment would go if deployed now, and what it would cost an hour."""
+    nodes = list(schedulable_nodes())
+    if not nodes:
+        # The first deploy registers this machine as the local node (deployments.nodes).
+        return NodePreview(node="this machine (registered on the first deploy)", price_per_hour=Decimal(0))
+    try:
+        placement = place(resources_of(manifest), node_capacities(nodes))
+    except NoNodeFits as exc:
+        return NodePreview(problem=str(exc))
+    return NodePreview(node=placement.node, price_per_hour=placement.price_per_hour)
+
+
+# --- one deployment ----------------------------------------------------------------
+
+
+@login_required
+@require_GET
+def deployment_page(request: HttpRequest, handle: str) -> HttpResponse:
+    deployment = _own(request, handle)
+    context = {
+        "deployment": deployment,
+        "template": deployment.version.template,
+        "version": deployment.version,
+        **_state_context(deployment),
+        **_log_context(deployment),
+    }
+    return render(request, "deployments/deployment.html", context)
+
+
+@login_required
+@require_GET
+def deployment_state(request: HttpRequest, handle: str) -> HttpResponse:
+    """The state, the reason, the actions and the event log: polled while in flight."""
+    deployment = _own(request, handle)
+    context = _state_context(deployment)
+    if request.GET.get("since") == context["state_digest"]:
+        return HttpResponse(status=204)  # unchanged: htmx swaps nothing
+    return render(request, "deployments/_state.html", {"deployment": deployment, **context})
+
+
+@login_required
+@require_GET
+def deployment_logs(request: HttpRequest, handle: str) -> HttpResponse:
+    """The process log: swapped only when it changed, so the reader keeps their place."""
+    deployment = _own(request, handle)
+    context = _log_context(deployment)
+    if context["log_polled"] and request.GET.get("since") == context["log_digest"]:
+        return HttpResponse(status=204)
+    return render(request, "deployments/_logs.html", {"deployment": deployment, **context})
+
+
+def _own(request: HttpRequest, handle: str) -> Deployment:
+    deployment = deployment_of(request.user, handle)
+    if deployment is None:
+        raise Http404("No such deployment.")
+    return deployment
+
+
+def _state_context(deployment: Deployment) -> dict:
+    events = list(deployment_events(deployment))
+    last_event = events[-1].pk if events else 0
+    return {
+        "events": events,
+        "state_polled": deployment.state in STATE_POLLED,
+        "state_digest": _digest(f"{deployment.state}|{deployment.updated_at.isoformat()}|{last_event}"),
+    }
+
+
+def _log_context(deployment: Deployment) -> dict:
+    log, log_problem = _process_log(deployment)
+    return {
+        "log": log,
+        "log_problem": log_problem,
+        "log_polled": deployment.state in LOG_POLLED,
+        "log_digest": _digest(f"{log_problem}|{log}"),
+    }
+
+
+def _process_log(deployment: Deployment) -> tuple[str, str]:
+    if deployment.node is None:
+        return "", ""
+    try:
+        return runner_for(deployment.node).logs(deployment.handle, tail=LOG_TAIL_LINES), ""
+    except RunnerError as exc:
+        return "", f"The logs cannot be read right now: node {deployment.node.name} did not answer ({exc})."
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+# --- my deployments and the buttons ------------------------------------------------
+
+
+@login_required
+@require_GET
+def deployment_list(request: HttpRequest) -> HttpResponse:
+    deployments = list(deployments_of(request.user))
+    return render(request, "deployments/list.html", {"deployments": deployments})
+
+
+@login_required
+@require_POST
+def deployment_stop_view(request: HttpRequest, handle: str) -> HttpResponse:
+    deployment = _own(request, handle)
+    _act(request, lambda: deployment_stop(deployment=deployment), f"Stopping {handle}.")
+    return _back(request, handle)
+
+
+@login_required
+@require_POST
+def deployment_restart_view(request: HttpRequest, handle: str) -> HttpResponse:
+    deployment = _own(request, handle)
+    _act(request, lambda: deployment_restart(deployment=deployment), f"Restarting {handle}.")
+    return _back(request, handle)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def deployment_delete_view(request: HttpRequest, handle: str) -> HttpResponse:
+    """GET asks for confirmation (a page, so it works without JavaScript); POST deletes."""
+    deployment = _own(request, handle)
+    if request.method == "GET":
+        return render(request, "deployments/delete.html", {"deployment": deployment})
+    if _act(request, lambda: deployment_delete(deployment=deployment), f"Deleted {handle}: it is stopping and its data is removed."):
+        return _see_other(reverse("deployments:list"))
+    return _back(request, handle)
+
+
+def _act(request: HttpRequest, action, done: str) -> bool:
+    try:
+        action()
+    except (DeploymentRejected, TransitionRefused) as exc:
+        messages.error(request, str(exc))
+        return False
+    messages.success(request, done)
+    return True
+
+
+def _back(request: HttpRequest, handle: str) -> HttpResponse:
+    """Back where the button was: the list, or the deployment's page."""
+    wanted = request.POST.get("next", "")
+    if wanted and url_has_allowed_host_and_scheme(wanted, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        return _see_other(wanted)
+    return _see_other(reverse("deployments:detail", args=[handle]))
+
+
+def _see_other(url: str) -> HttpResponse:
+    """After a POST: the browser GETs the next page (303), so reloading it posts nothing."""
+    response = HttpResponseRedirect(url)
+    response.status_code = 303
+    return response

@@ -1,0 +1,188 @@
+"""Deploying MiniLM as a new user would, in a real browser (Debian's Chromium driven by
+Playwright), through the real flow: a Celery worker process builds the template into a venv
+(the wheels from the wheelhouse), the process runner starts it, and the page follows the
+states live until the endpoint answers with 384 floats.
+
+The first run on a machine builds MiniLM's venv (torch, sentence-transformers: a few
+minutes); later runs find it by its cache key under the hub's var/venvs and take seconds."""
+
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from decimal import Decimal
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.db import connection
+
+from deployments.models import Node
+from templates_catalog import builds
+from templates_catalog.bundles import bundle_pack
+from templates_catalog.services import template_version_publish
+
+from ..environment import unavailable
+from .test_catalog_in_a_browser import CHROMIUM, CHROMIUM_FLAGS
+
+ROOT = Path(__file__).resolve().parents[2]
+MINILM = ROOT / "fixtures" / "templates" / "minilm-embeddings"
+PASSWORD = "a-new-users-password"
+# Building MiniLM's venv the first time (torch) on a busy 2-core machine, then loading the model.
+RUNNING_WITHIN_MS = 20 * 60 * 1000
+
+
+@pytest.fixture
+def browser():
+    if not os.path.exists(CHROMIUM):
+        unavailable("Debian's chromium is not installed (.ci/run installs it)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def flow_settings(settings, artifact_root):
+    """The live server and the worker agree on the build backend, the wheelhouse and where
+    bundles are stored: the worker reads the bundle the test published."""
+    settings.BUILD_BACKEND = "venv"
+    settings.WHEELHOUSE_DIR = ROOT / "var" / "test-wheelhouse"
+    builds.build_backend.cache_clear()
+    yield {
+        "BUILD_BACKEND": "venv",
+        "WHEELHOUSE_DIR": str(settings.WHEELHOUSE_DIR),
+        "ARTIFACT_ROOT": str(artifact_root),
+        "HUB_VAR_DIR": str(settings.VAR_DIR),
+        "DEPLOY_READY_TIMEOUT_SECONDS": "600",
+    }
+    builds.build_backend.cache_clear()
+
+
+@pytest.fixture
+def hub(flow_settings, publisher, django_user_model):
+    """MiniLM published, a node with a price, and a new user. Written before `browser`
+    starts, while no Playwright event loop runs in this thread."""
+    version = template_version_publish(publisher=publisher, bundle=io.BytesIO(bundle_pack(MINILM))).version
+    Node.objects.create(name="cpu-box", runner="process", cpus=Decimal(4), memory_gb=Decimal(8), price_per_hour=Decimal("0.40"))
+    django_user_model.objects.create_user(username="newcomer", password=PASSWORD)
+    return version
+
+
+@pytest.fixture
+def worker(flow_settings, tmp_path):
+    """A real Celery worker process on the test's own database and the hub's broker."""
+    env = {**os.environ, **flow_settings, "DATABASE_URL": _test_database_url(), "HF_HUB_OFFLINE": "1"}
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "hub_site", "worker", "--loglevel=INFO", "--concurrency=2",
+             "--without-gossip", "--without-mingle", "--hostname", f"browser-test-{os.getpid()}@%h"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    yield log
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def _test_database_url() -> str:
+    database = connection.settings_dict
+    if database["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{database['NAME']}"
+    credentials = quote(database["USER"] or "") + (f":{quote(database['PASSWORD'])}" if database["PASSWORD"] else "")
+    return f"postgres://{credentials}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/{database['NAME']}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_user_deploys_minilm_and_calls_its_endpoint(live_server, hub, worker, flow_settings, browser):
+    page = browser.new_page()
+    page.set_default_timeout(30_000)
+    handle = None
+    try:
+        page.goto(f"{live_server.url}/templates/")
+        page.get_by_role("link", name="MiniLM sentence embeddings").click()
+        page.wait_for_url(re.compile(r"/templates/minilm-embeddings/$"))
+        page.get_by_role("link", name="Deploy 1.0.0").click()
+
+        # Signing in brings the new user back to the deploy page.
+        page.wait_for_url(re.compile(r"/accounts/login/"))
+        page.locator("#id_username").fill("newcomer")
+        page.locator("#id_password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(re.compile(r"/templates/minilm-embeddings/deploy/$"))
+
+        assert page.locator(".placement-node").inner_text() == "Node cpu-box"
+        assert page.locator(".placement-price").inner_text() == "0.40 per hour"
+        assert page.get_by_label("Normalise vectors to unit length").is_checked()
+        page.get_by_role("button", name="Deploy").click()
+
+        page.wait_for_url(re.compile(r"/deployments/d-[a-z2-7]+/$"))
+        handle = page.url.rstrip("/").rsplit("/", 1)[-1]
+        page.evaluate("window.loadedOnce = true")  # survives only if the page is never reloaded
+        seen = _states_until_running(page, worker)
+
+        assert seen[-1] == "running" and {"building", "starting"} & set(seen), seen
+        assert page.evaluate("window.loadedOnce") is True  # htmx updated the page in place
+        assert "starting → running" in page.locator("table.events").inner_text()
+        # The log keeps polling while running; a reader's focus and place in it survive.
+        page.locator("#deployment-log").focus()
+        page.evaluate("document.getElementById('deployment-log').scrollTop = 0")
+        page.wait_for_timeout(4500)  # two log polls
+        assert page.evaluate("document.activeElement.id") == "deployment-log"
+        assert page.evaluate("document.getElementById('deployment-log').scrollTop") == 0
+
+        endpoint = page.locator(".deployment-state .endpoint").inner_text()
+        vectors = _embed(endpoint, ["a new user deploys MiniLM", "and calls it"])
+        assert len(vectors) == 2 and all(len(vector) == 384 for vector in vectors)
+        assert all(isinstance(value, float) for value in vectors[0])
+    finally:
+        page.close()
+        if handle:
+            _remove_run(handle, flow_settings)
+
+
+def _states_until_running(page, worker_log: Path) -> list[str]:
+    """Every state the page showed, in order, until running (or a failure, with its reason)."""
+    seen = [page.locator(".state-badge").get_attribute("data-state")]
+    page.evaluate("""() => {
+        window.statesSeen = [];
+        document.body.addEventListener('htmx:afterSettle', () => {
+            const badge = document.querySelector('.deployment-state .state-badge');
+            if (badge) window.statesSeen.push(badge.dataset.state);
+        });
+    }""")
+    try:
+        page.wait_for_function(
+            "['running', 'failed', 'stopped'].includes(document.querySelector('.deployment-state .state-badge').dataset.state)",
+            timeout=RUNNING_WITHIN_MS, polling=1000,
+        )
+    finally:
+        seen += [state for state in page.evaluate("window.statesSeen") if state != seen[-1]]
+    if seen[-1] != "running":
+        reason = page.locator(".deployment-state").inner_text()
+        pytest.fail(f"the deployment ended {seen[-1]}: {reason}\nworker log:\n{worker_log.read_text()[-4000:]}")
+    return [state for index, state in enumerate(seen) if index == 0 or state != seen[index - 1]]
+
+
+def _embed(endpoint: str, texts: list[str]) -> list[list[float]]:
+    body = json.dumps({"input": texts, "model": "all-MiniLM-L6-v2"}).encode()
+    request = urllib.request.Request(f"{endpoint}/v1/embeddings", data=body, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return [item["embedding"] for item in json.load(answer)["data"]]
+
+
+def _remove_run(handle: str, flow_settings: dict) -> None:
+    from runners.process import ProcessRunner
+
+    var = Path(flow_settings["HUB_VAR_DIR"])
+    ProcessRunner(run_root=var / "runs", venv_root=var / "venvs").remove(handle)

@@ -1,0 +1,87 @@
+from decimal import Decimal
+
+import pytest
+
+from deployments import transitions
+from deployments.flow import deployment_advance
+from deployments.models import Deployment, Node
+from templates_catalog import builds
+from templates_catalog.models import Build
+
+from . import fakes
+
+FAKE_RUNNER = "tests.deployments.fakes.FakeRunner"
+
+
+@pytest.fixture(autouse=True)
+def sent(monkeypatch):
+    """Follow-up tasks are recorded, not sent to a broker: tests drive the flow themselves."""
+    calls: list[tuple[int, float]] = []
+    monkeypatch.setattr(transitions, "send_progress", lambda deployment_id, countdown=0: calls.append((deployment_id, countdown)))
+    return calls
+
+
+@pytest.fixture(autouse=True)
+def deploy_settings(settings):
+    settings.BUILD_BACKEND = "venv"
+    settings.DEPLOY_READY_TIMEOUT_SECONDS = 30
+    settings.DEPLOY_MAX_RESTARTS = 2
+    builds.build_backend.cache_clear()
+    yield settings
+    builds.build_backend.cache_clear()
+
+
+@pytest.fixture
+def node_factory(db):
+    made = []
+
+    def make(name="node-a", *, price="1.00", cpus=8, memory_gb=32, gpus=(), **engine_settings) -> Node:
+        url = f"fake://{name}"
+        made.append(fakes.engine(url, inventory=fakes.Inventory(cpus=cpus, memory_gb=memory_gb, gpus=gpus), **engine_settings))
+        return Node.objects.create(
+            name=name, runner=FAKE_RUNNER, engine_url=url, cpus=cpus, memory_gb=memory_gb,
+            gpus=[gpu.memory_gb for gpu in gpus], gpu_model=gpus[0].model if gpus else "", price_per_hour=Decimal(price),
+        )
+
+    yield make
+    for engine in made:
+        engine.close()
+
+
+@pytest.fixture
+def version(publish):
+    return publish(
+        name="embedder", resources={"cpu": 2, "memory_gb": 4},
+        inputs=[{"name": "normalize", "label": "Normalise", "type": "boolean", "default": True}],
+    )
+
+
+def finish_build(deployment: Deployment, *, error: str = "") -> None:
+    """Stand in for a builder worker: the deploy flow, not the builder, is under test here."""
+    if error:
+        Build.objects.filter(pk=deployment.build_id).update(status=Build.Status.FAILED, error=error)
+    else:
+        Build.objects.filter(pk=deployment.build_id).update(
+            status=Build.Status.SUCCEEDED, image_reference=f"fake://image/{deployment.version_id}"
+        )
+
+
+def drive(deployment: Deployment, *, until=(Deployment.State.RUNNING,), steps: int = 60) -> Deployment:
+    """Run the flow's steps as the task would, completing the build when one is asked for."""
+    import time
+
+    for _ in range(steps):
+        deployment.refresh_from_db()
+        if deployment.state in until or deployment.state in (Deployment.State.FAILED, Deployment.State.STOPPED):
+            return deployment
+        if deployment.state == Deployment.State.BUILDING:
+            finish_build(deployment)
+        again = deployment_advance(deployment_id=deployment.pk)
+        if again:
+            time.sleep(0.05)
+    deployment.refresh_from_db()
+    return deployment
+
+
+# The build fixtures (echo template, wheelhouse settings) are shared with the build tests.
+from tests.builds.conftest import build_settings, echo_template  # noqa: E402,F401

@@ -1,0 +1,72 @@
+"""The whole flow for real on a machine without Docker: a venv build of a tiny template,
+the process runner, the ready path over HTTP; then a kill, and the reconciler brings it back."""
+
+import json
+import os
+import signal
+import urllib.request
+
+import pytest
+
+from deployments.flow import deployment_advance
+from deployments.models import Deployment
+from deployments.nodes import node_add
+from deployments.reconcile import deployments_reconcile
+from deployments.services import deployment_create, deployment_delete
+from templates_catalog.builds import build_run
+from templates_catalog.models import Build
+
+State = Deployment.State
+
+
+@pytest.fixture
+def process_settings(build_settings, tmp_path):
+    from templates_catalog import builds
+
+    build_settings.BUILD_BACKEND = "venv"
+    build_settings.VAR_DIR = tmp_path / "var"
+    build_settings.DEPLOY_READY_TIMEOUT_SECONDS = 60
+    builds.build_backend.cache_clear()
+    return build_settings
+
+
+def _drive(deployment: Deployment, steps: int = 300) -> Deployment:
+    import time
+
+    for _ in range(steps):
+        deployment.refresh_from_db()
+        if deployment.state in (State.RUNNING, State.FAILED, State.STOPPED):
+            break
+        if deployment.state == State.BUILDING and Build.objects.get(pk=deployment.build_id).status == "queued":
+            build_run(build_id=deployment.build_id)  # what the build worker does
+        if deployment_advance(deployment_id=deployment.pk):
+            time.sleep(0.2)
+    return deployment
+
+
+def test_a_venv_build_runs_through_the_process_runner_and_survives_a_kill(db, process_settings, echo_template, user_factory):
+    node_add(name="local", runner="process")
+    version = echo_template(name="echo-deploy")
+    deployment = deployment_create(owner=user_factory(), version=version, inputs={}).deployment
+    try:
+        running = _drive(deployment)
+        assert running.state == State.RUNNING, running.reason
+        request = urllib.request.Request(running.endpoint + "/predict", data=b'"hi"', headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert json.loads(answer.read())["echo"] == "hi"
+
+        pid = int((process_settings.VAR_DIR / "runs" / running.handle / "pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        import time
+
+        time.sleep(0.5)
+        report = deployments_reconcile()
+        assert report.restarted == [running.handle]
+        again = _drive(running)
+        assert again.state == State.RUNNING and again.restarts == 1, again.reason
+        with urllib.request.urlopen(again.endpoint + "/ready", timeout=10) as answer:
+            assert answer.status == 200
+    finally:
+        deployment_delete(deployment=deployment)
+        deployment_advance(deployment_id=deployment.pk)
+    assert not (process_settings.VAR_DIR / "runs" / deployment.handle).exists()

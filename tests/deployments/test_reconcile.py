@@ -1,0 +1,120 @@
+"""The reconciler repairs drift between the rows and what the runners really run."""
+
+import pytest
+
+from deployments.flow import deployment_advance
+from deployments.models import Deployment, Node
+from deployments.reconcile import deployments_reconcile
+from deployments.services import deployment_create, deployment_delete, deployment_stop
+
+from . import fakes
+from .conftest import drive
+
+State = Deployment.State
+
+
+@pytest.fixture
+def running(user_factory, version, node_factory):
+    node = node_factory()
+    deployment = drive(deployment_create(owner=user_factory("dana"), version=version, inputs={}).deployment)
+    assert deployment.state == State.RUNNING, deployment.reason
+    return deployment, fakes.ENGINES[node.engine_url]
+
+
+def test_a_killed_run_is_restarted_and_becomes_running_again(running):
+    deployment, engine = running
+    engine.kill(deployment.handle, 137)
+
+    report = deployments_reconcile()
+
+    deployment.refresh_from_db()
+    assert report.restarted == [deployment.handle]
+    assert deployment.state == State.STARTING and deployment.restarts == 1
+    assert deployment.events.last().message == "restarted after exit code 137"
+    assert drive(deployment).state == State.RUNNING
+    assert engine.launches == [deployment.handle, deployment.handle]
+
+
+def test_a_run_that_keeps_dying_fails_with_its_exit_code_and_last_lines(running, settings):
+    deployment, engine = running
+    for _ in range(settings.DEPLOY_MAX_RESTARTS):
+        engine.kill(deployment.handle, 137)
+        deployments_reconcile()
+        drive(deployment)
+    engine.kill(deployment.handle, 139)
+
+    report = deployments_reconcile()
+
+    deployment.refresh_from_db()
+    assert report.failed == [deployment.handle] and deployment.state == State.FAILED
+    assert f"died again after {settings.DEPLOY_MAX_RESTARTS} restarts with exit code 139" in deployment.reason
+    assert "killed with 139" in deployment.reason  # its last log lines
+
+
+def test_a_vanished_run_is_restarted_too(running):
+    deployment, engine = running
+    engine.runs.pop(deployment.handle).server.shutdown()
+
+    deployments_reconcile()
+
+    deployment.refresh_from_db()
+    assert deployment.state == State.STARTING and "its run was missing" in deployment.events.last().message
+
+
+def test_an_orphan_is_removed_and_owned_runs_are_left_alone(running):
+    deployment, engine = running
+    engine.orphan("d-nobodysrun")
+
+    report = deployments_reconcile()
+
+    assert report.removed == ["d-nobodysrun"] and "d-nobodysrun" not in engine.runs
+    assert engine.runs[deployment.handle].phase == "running"
+
+
+def test_the_run_of_a_deleted_deployment_is_removed(running):
+    deployment, engine = running
+    deployment_delete(deployment=deployment)  # its stopping step never ran: the reconciler cleans up
+
+    deployments_reconcile()
+
+    assert deployment.handle not in engine.runs
+
+
+def test_a_run_still_alive_for_a_stopped_deployment_is_stopped(running):
+    deployment, engine = running
+    deployment_stop(deployment=deployment)
+    deployment_advance(deployment_id=deployment.pk)
+    engine.runs[deployment.handle].phase = "running"  # the stop was lost
+
+    report = deployments_reconcile()
+
+    assert report.stopped == [deployment.handle] and engine.runs[deployment.handle].phase == "stopped"
+
+
+def test_an_unreachable_node_fails_its_deployments_but_keeps_their_rows(running):
+    deployment, engine = running
+    engine.answers = False
+
+    report = deployments_reconcile()
+
+    deployment.refresh_from_db()
+    assert report.unreachable == [deployment.node.name]
+    assert deployment.state == State.FAILED and deployment.reason.startswith(f"node {deployment.node.name} unreachable")
+    assert Deployment.objects.filter(pk=deployment.pk).exists()
+
+
+def test_nodes_that_answer_get_a_heartbeat(running, node_factory):
+    silent = node_factory("silent", answers=False)
+
+    deployments_reconcile()
+
+    assert Node.objects.get(name="node-a").last_heartbeat is not None
+    assert Node.objects.get(pk=silent.pk).last_heartbeat is None
+
+
+def test_it_reads_every_deployment_in_one_query(running, django_assert_num_queries, user_factory, version):
+    # 1 deployments, 1 nodes, 1 heartbeat per node: the same whatever the number of deployments.
+    for _ in range(3):
+        drive(deployment_create(owner=user_factory(), version=version, inputs={}).deployment)
+    with django_assert_num_queries(3):
+        deployments_reconcile()
