@@ -40,3 +40,20 @@ class ApiTokenForm(forms.Form):
     def expires_at(self):
         days = self.cleaned_data.get("expires_in_days")
         return timezone.now() + timedelta(days=days) if days else None
+
+
+class YankForm(forms.Form):
+    reason = forms.CharField(
+        max_length=300,
+        help_text="One line that people deploying it will read, e.g. “wrong tokenizer: use 1.2.1”.",
+    )
+    confirm = forms.BooleanField(
+        label="I understand: new deploys can no longer use this version, and yanking cannot be undone here.",
+        error_messages={"required": "Tick the box to confirm the yank."},
+    )
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"].strip()
+        if "\n" in reason or "\r" in reason:
+            raise forms.ValidationError("Write the reason on one line.")
+        return reason
