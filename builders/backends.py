@@ -23,9 +23,13 @@ Log = Callable[[str], None]
 IMAGE_NAMESPACE = "aihub"
 # Run inside a fresh build, in the template's folder, with no network: a template whose
 # handler cannot even be imported fails its build instead of its first deploy.
+# It imports the way the harness will (python -P, the template's folder placed after the
+# hub's harness), so a bundled `harness` package cannot stand in for the check either.
 IMPORT_CHECK = (
     "import importlib, os, sys\n"
-    "sys.path.insert(0, os.getcwd())\n"
+    "from pathlib import Path\n"
+    "from harness.loader import template_path_add\n"
+    "template_path_add(Path(os.getcwd()))\n"
     "module_name, _, class_name = sys.argv[1].partition(':')\n"
     "getattr(importlib.import_module(module_name), class_name)\n"
 )
@@ -151,7 +155,7 @@ class DockerBackend:
         log(f"checking that {handler} imports in the image, with no network")
         try:
             self.client.containers.run(
-                image.id, ["-c", IMPORT_CHECK, handler], entrypoint=["python"], network_disabled=True, remove=True,
+                image.id, ["-P", "-c", IMPORT_CHECK, handler], entrypoint=["python"], network_disabled=True, remove=True,
                 stderr=True,
             )
         except ContainerError as exc:
@@ -271,8 +275,9 @@ class VenvBackend:
         # No network namespace without privileges here: the import runs with the host's network.
         log(f"checking that {handler} imports in the virtualenv")
         result = subprocess.run(
-            [str(folder / "venv" / "bin" / "python"), "-c", IMPORT_CHECK, handler],
-            cwd=folder / "template", capture_output=True, text=True, env={"PATH": os.environ.get("PATH", "")},
+            [str(folder / "venv" / "bin" / "python"), "-P", "-c", IMPORT_CHECK, handler],
+            cwd=folder / "template", capture_output=True, text=True,
+            env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(folder)},
         )
         if result.returncode != 0:
             raise BuildFailed(_import_failure(handler, result.stderr))

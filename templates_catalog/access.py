@@ -61,6 +61,10 @@ def may_build(user: AbstractBaseUser | AnonymousUser, version: TemplateVersion) 
     return is_member(user, version.template.publisher_id)
 
 
+def may_yank(user: AbstractBaseUser | AnonymousUser, version: TemplateVersion) -> bool:
+    return is_member(user, version.template.publisher_id)
+
+
 def may_deploy(user: AbstractBaseUser | AnonymousUser, version: TemplateVersion) -> bool:
     """Any signed-in user may deploy what they may read; yanked versions are refused by the
     deploy service itself, with a reason, not hidden here."""

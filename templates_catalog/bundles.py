@@ -18,6 +18,7 @@ from typing import BinaryIO, Iterator
 
 MANIFEST_NAME = "hub.yaml"
 README_NAMES = ("README.md", "readme.md", "README.MD", "Readme.md")
+CHANGELOG_NAMES = ("CHANGELOG.md", "changelog.md", "Changelog.md", "CHANGES.md")
 MAX_README_BYTES = 256 * 1024
 CHUNK = 1024 * 1024
 # Folders and files a publisher never means to ship.
@@ -67,6 +68,9 @@ class BundleContents:
     readme: str
     files: list[str] = field(default_factory=list)
     unpacked_bytes: int = 0
+    changelog: str = ""
+    # (path, size in bytes) of every regular file, in archive order.
+    file_sizes: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -217,10 +221,13 @@ def _read_members(tar: tarfile.TarFile, limits: BundleLimits) -> BundleContents:
         if contents.unpacked_bytes > limits.max_unpacked_bytes:
             raise BundleInvalid(f"the bundle unpacks to more than {_mib(limits.max_unpacked_bytes)}; make it smaller")
         contents.files.append(name)
+        contents.file_sizes.append((name, member.size))
         if name == MANIFEST_NAME:
             contents.manifest_bytes = _read(tar, member, 64 * 1024, "hub.yaml")
         elif name in README_NAMES and not contents.readme:
             contents.readme = _read(tar, member, MAX_README_BYTES, "README.md").decode("utf-8", errors="replace")
+        elif name in CHANGELOG_NAMES and not contents.changelog:
+            contents.changelog = _read(tar, member, MAX_README_BYTES, name).decode("utf-8", errors="replace")
     if not files:
         raise BundleInvalid("the bundle is an empty archive; put hub.yaml and your code in it")
     if MANIFEST_NAME not in files:

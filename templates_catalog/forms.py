@@ -5,7 +5,7 @@ from django.contrib.auth.models import User
 from django.utils import timezone
 
 from .access import publishers_of
-from .manifest.schema import PATTERN_HINTS
+from .manifest.schema import ONE_LINE_HINT, PATTERN_HINTS, is_one_line
 from .models import ApiToken, Publisher
 
 NAME_PATTERN = next(pattern for pattern, hint in PATTERN_HINTS.items() if "minilm-embeddings" in hint)
@@ -57,3 +57,20 @@ class PersonalTokenForm(forms.Form):
     def expires_at(self):
         days = self.cleaned_data.get("expires_in_days")
         return timezone.now() + timedelta(days=days) if days else None
+
+
+class YankForm(forms.Form):
+    reason = forms.CharField(
+        max_length=300,
+        help_text="One line that people deploying it will read, e.g. “wrong tokenizer: use 1.2.1”.",
+    )
+    confirm = forms.BooleanField(
+        label="I understand: new deploys can no longer use this version, and yanking cannot be undone here.",
+        error_messages={"required": "Tick the box to confirm the yank."},
+    )
+
+    def clean_reason(self) -> str:
+        reason = self.cleaned_data["reason"]
+        if not is_one_line(reason):
+            raise forms.ValidationError(f"Write the reason as {ONE_LINE_HINT}.")
+        return reason

@@ -129,6 +129,11 @@ class TemplateVersion(models.Model):
     bundle_path = models.CharField(max_length=255)
     readme = models.TextField(blank=True, default="")
     readme_html = models.TextField(blank=True, default="")
+    changelog = models.TextField(blank=True, default="")
+    changelog_html = models.TextField(blank=True, default="")
+    # [[path, size in bytes], ...] of the bundle's files. Empty only for versions published
+    # before it was recorded whose bundle could not be read back (see migration 0007).
+    files = models.JSONField(default=list, blank=True)
     published_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )

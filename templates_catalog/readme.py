@@ -1,5 +1,8 @@
 """Publisher README markdown to HTML that is safe to put in our pages."""
 
+import re
+from html import unescape
+
 import nh3
 from markdown_it import MarkdownIt
 
@@ -31,3 +34,29 @@ def readme_to_html(markdown_text: str) -> str:
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
     )
+
+
+_FIRST_HEADING = re.compile(r"<h([1-6])>(.*?)</h\1>\s*", re.DOTALL)
+_TAG = re.compile(r"<[^>]+>")
+
+
+def readme_html_for_page(sanitised_html: str, *, title: str | None = None) -> str:
+    """Adjust stored, already sanitised README HTML for a page: drop a first heading that
+    only repeats the page's `title`, let wide tables scroll inside their own box, and let
+    keyboard users reach (and scroll) code blocks and tables."""
+    html = sanitised_html
+    if title is not None:
+        html = _without_repeated_title(html, title)
+    html = html.replace("<table>", '<div class="table-scroll" tabindex="0"><table>').replace("</table>", "</table></div>")
+    return html.replace("<pre>", '<pre tabindex="0">')
+
+
+def _without_repeated_title(html: str, title: str) -> str:
+    heading = _FIRST_HEADING.search(html)
+    if heading is None or _plain(heading.group(2)) != _plain(title):
+        return html
+    return html[: heading.start()] + html[heading.end() :]
+
+
+def _plain(text: str) -> str:
+    return " ".join(unescape(_TAG.sub("", text)).split()).casefold()

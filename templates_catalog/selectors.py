@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.paginator import Page, Paginator
-from django.db.models import BooleanField, Case, Exists, OuterRef, Q, QuerySet, Value, When
+from django.db.models import BooleanField, Case, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.utils import timezone
 
-from .models import ApiToken, Membership, Publisher, PublisherInvitation, Template, TemplateVersion
+from .models import ApiToken, Build, Membership, Publisher, PublisherInvitation, Template, TemplateVersion
 from .versions import SemVer
 
 
@@ -41,7 +41,15 @@ def template_catalog(user: User | AnonymousUser, token: ApiToken | None = None) 
     return (
         templates_visible_to(user, token)
         .select_related("publisher", "latest_version")
-        .defer("latest_version__readme", "latest_version__readme_html", "latest_version__manifest", "search_text")
+        .defer(
+            "latest_version__readme",
+            "latest_version__readme_html",
+            "latest_version__changelog",
+            "latest_version__changelog_html",
+            "latest_version__files",
+            "latest_version__manifest",
+            "search_text",
+        )
         .prefetch_related("tags")
     )
 
@@ -97,7 +105,21 @@ def api_tokens_of(user: User) -> QuerySet[ApiToken]:
 
 def template_versions_sorted(template: Template) -> list[TemplateVersion]:
     """Newest first by semantic version (a release after its pre-releases)."""
-    versions = TemplateVersion.objects.filter(template=template).defer("readme", "readme_html")
+    versions = TemplateVersion.objects.filter(template=template).defer(
+        "readme", "readme_html", "changelog", "changelog_html", "files"
+    )
+    return sorted(versions, key=lambda v: SemVer.parse(v.version), reverse=True)
+
+
+def template_versions_with_build_status(template: Template) -> list[TemplateVersion]:
+    """Newest first, each with `latest_build_status` (the status of its most recent build,
+    None if never built) read in the same query as the versions."""
+    latest_build = Build.objects.filter(version=OuterRef("pk")).order_by("-created_at", "-pk").values("status")[:1]
+    versions = (
+        TemplateVersion.objects.filter(template=template)
+        .defer("readme", "readme_html", "changelog", "changelog_html", "files")
+        .annotate(latest_build_status=Subquery(latest_build))
+    )
     return sorted(versions, key=lambda v: SemVer.parse(v.version), reverse=True)
 
 

@@ -233,6 +233,9 @@ def _create_version_rows(candidate: _Candidate, *, path: str) -> TemplateVersion
         bundle_path=path,
         readme=candidate.contents.readme,
         readme_html=readme_to_html(candidate.contents.readme),
+        changelog=candidate.contents.changelog,
+        changelog_html=readme_to_html(candidate.contents.changelog),
+        files=[[name, size] for name, size in candidate.contents.file_sizes],
         published_by=candidate.published_by,
     )
     VersionRequirement.objects.bulk_create(

@@ -11,6 +11,8 @@ urlpatterns = [
     path("templates/<slug:name>/versions/<str:version>/", views.version_page, name="version_page"),
     path("templates/<slug:name>/versions/<str:version>/build/", views.version_build, name="version_build"),
     path("templates/<slug:name>/versions/<str:version>/build/status/", views.version_build_status, name="version_build_status"),
+    path("templates/<slug:name>/versions/<str:version>/yank/", views.version_yank, name="version_yank"),
+    path("favicon.ico", views.favicon, name="favicon"),
     path("account/tokens/", token_views.token_list, name="token_list"),
     path("account/tokens/<int:token_id>/revoke/", token_views.token_revoke, name="token_revoke"),
     path("accounts/login/", auth_views.LoginView.as_view(template_name="catalog/login.html"), name="login"),

@@ -1,21 +1,32 @@
 import hashlib
 
+import yaml
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.templatetags.static import static
 from django.views.decorators.http import require_GET, require_POST
 
 from builders.errors import BuildFailed
 
-from .access import may_build
+from .access import may_build, may_yank
 from .builds import build_request
 from .filters import TemplateFilter
+from .forms import YankForm
 from .manifest import Tier
 from .models import BundleProblem, TemplateVersion
-from .selectors import template_catalog, template_catalog_page, template_detail, template_versions_sorted, templates_visible_to
+from .readme import readme_html_for_page
+from .selectors import (
+    template_catalog,
+    template_catalog_page,
+    template_detail,
+    template_versions_with_build_status,
+    templates_visible_to,
+)
+from .services import PublishRejected, template_version_yank
 
 TIER_BLURBS = {
     Tier.ATOMIC: "Single building blocks: a model server or a data service.",
@@ -69,7 +80,8 @@ def template_page(request: HttpRequest, name: str) -> HttpResponse:
         "template": template,
         "latest": latest,
         "manifest": latest.manifest,
-        "versions": template_versions_sorted(template),
+        "readme_html": readme_html_for_page(latest.readme_html, title=template.title),
+        "versions": template_versions_with_build_status(template),
         "tags": template.tags.all(),
         "requires": latest.requirements.filter(template__in=visible).select_related("template"),
         "required_by": visible.filter(latest_version__requirements__template=template).distinct().order_by("name"),
@@ -90,14 +102,47 @@ def _visible_version(request: HttpRequest, name: str, version: str) -> TemplateV
 @require_GET
 def version_page(request: HttpRequest, name: str, version: str) -> HttpResponse:
     found = _visible_version(request, name, version)
+    return _render_version_page(request, found, yank_form=YankForm())
+
+
+def _render_version_page(request: HttpRequest, found: TemplateVersion, *, yank_form: YankForm, status: int = 200) -> HttpResponse:
+    is_member = may_build(request.user, found)
     context = {
         "template": found.template,
         **_build_context(found),
         # Found by storage_check or by a download, never by hashing the bundle on a page view.
         "bundle_problem": BundleProblem.objects.filter(version=found).first(),
-        "can_build": may_build(request.user, found),
+        "can_build": is_member,
+        "can_yank": is_member and not found.yanked,
+        "yank_form": yank_form,
+        "readme_html": readme_html_for_page(found.readme_html),
+        "changelog_html": readme_html_for_page(found.changelog_html),
+        "manifest_yaml": yaml.safe_dump(found.manifest, sort_keys=False, allow_unicode=True),
     }
-    return render(request, "catalog/version_page.html", context)
+    return render(request, "catalog/version_page.html", context, status=status)
+
+
+@login_required
+@require_POST
+def version_yank(request: HttpRequest, name: str, version: str) -> HttpResponse:
+    found = _visible_version(request, name, version)
+    if not may_yank(request.user, found):
+        raise PermissionDenied("Only members of the publisher can yank its versions.")
+    form = YankForm(request.POST)
+    if form.is_valid():
+        try:
+            template_version_yank(version=found, reason=form.cleaned_data["reason"])
+        except PublishRejected as exc:
+            form.add_error("reason", str(exc))
+        else:
+            messages.success(request, f"{found.template.name} {found.version} is yanked: new deploys can no longer use it.")
+            return redirect("catalog:version_page", name=name, version=version)
+    return _render_version_page(request, found, yank_form=form, status=400)
+
+
+@require_GET
+def favicon(request: HttpRequest) -> HttpResponse:
+    return redirect(static("catalog/favicon.svg"), permanent=True)
 
 
 @require_GET

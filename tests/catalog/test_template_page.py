@@ -1,7 +1,7 @@
 import pytest
 from django.urls import reverse
 
-from templates_catalog.models import Membership
+from templates_catalog.models import Build, Membership
 from templates_catalog.services import template_version_yank
 
 
@@ -100,3 +100,71 @@ def test_members_of_the_publisher_see_their_private_templates(client, private_te
 
 def test_an_unknown_template_is_404(client, db):
     assert client.get(page("nothing-here")).status_code == 404
+
+
+def test_it_does_not_repeat_the_title_when_the_readme_starts_with_it(client, publish):
+    publish(name="minilm", title="MiniLM embeddings", readme="#  minilm EMBEDDINGS \n\nIntro.\n\n# MiniLM embeddings\n")
+
+    body = client.get(page("minilm")).content.decode()
+    readme = body[body.index('class="readme"') :]
+
+    assert readme.count("MiniLM embeddings") == 1  # the later heading stays; only the repeated title goes
+    assert "minilm EMBEDDINGS" not in readme
+    assert "<h1>MiniLM embeddings</h1>" in body  # the page's own title
+
+
+def test_a_readme_heading_that_differs_from_the_title_stays(client, publish):
+    publish(name="minilm", title="MiniLM embeddings", readme="# MiniLM embeddings, quick start\n\nIntro.\n")
+
+    body = client.get(page("minilm")).content.decode()
+
+    assert "<h1>MiniLM embeddings, quick start</h1>" in body
+
+
+def test_wide_tables_scroll_in_their_own_box_and_code_is_reachable_by_keyboard(client, publish):
+    publish(name="minilm", readme="| a | b |\n| - | - |\n| 1 | 2 |\n\n```sh\nmake run\n```\n")
+
+    body = client.get(page("minilm")).content.decode()
+
+    assert '<div class="table-scroll" tabindex="0"><table>' in body
+    assert '<pre tabindex="0"><code class="language-sh">make run' in body
+
+
+def test_on_a_phone_the_sidebar_comes_before_the_readme(client, publish):
+    publish(name="minilm", readme="Long README.")
+
+    body = client.get(page("minilm")).content.decode()
+
+    # Document order is what a one-column layout (and a screen reader) follows.
+    assert body.index("<h1>") < body.index("<h2>Resources</h2>") < body.index("<h2>Versions</h2>") < body.index("Long README.")
+
+
+def test_each_version_shows_its_latest_build_status(client, publish):
+    first = publish(name="minilm", version="1.0.0")
+    second = publish(name="minilm", version="1.1.0")
+    publish(name="minilm", version="1.2.0")
+    Build.objects.create(version=first, backend="venv", base_image="b", status="failed", error="no wheel")
+    Build.objects.create(version=second, backend="venv", base_image="b", status="failed", error="timeout")
+    Build.objects.create(version=second, backend="venv", base_image="b", status="succeeded", image_reference="img")
+
+    body = client.get(page("minilm")).content.decode()
+    items = {v: body[body.index(f">{v}</a>") :][:600] for v in ("1.0.0", "1.1.0", "1.2.0")}
+
+    assert "build failed" in items["1.0.0"]
+    assert "build succeeded" in items["1.1.0"] and "build failed" not in items["1.1.0"].split("</li>")[0]
+    assert "not built" in items["1.2.0"]
+
+
+def _template_page_with_versions(publish, count: int) -> None:
+    for minor in range(count):
+        version = publish(name="minilm", version=f"1.{minor}.0")
+        Build.objects.create(version=version, backend="venv", base_image="b", status="failed", error="x")
+
+
+@pytest.mark.parametrize("count", [1, 6])
+def test_the_number_of_queries_does_not_grow_with_the_versions(client, publish, django_assert_num_queries, count):
+    _template_page_with_versions(publish, count)
+    # template, tags, requires, required by, versions with their build status
+    with django_assert_num_queries(5):
+        response = client.get(page("minilm"))
+    assert response.content.decode().count("build failed") == count
