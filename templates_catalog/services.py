@@ -23,6 +23,7 @@ from .manifest import FieldError, Manifest, ManifestInvalid, manifest_from_bytes
 from .manifest.schema import TIER_RANK, Tier
 from .models import ApiToken, Membership, Publisher, Tag, Template, TemplateVersion, VersionRequirement
 from .readme import readme_to_html
+from .search import template_search_vector_refresh
 from .selectors import publisher_ids_of, template_versions_sorted
 from .versions import SemVer, version_in_range
 
@@ -293,6 +294,7 @@ def template_refresh_latest(*, template: Template) -> Template:
     template.search_text = " ".join([manifest.name, manifest.title, manifest.summary, *manifest.tags]).lower()
     template.save(update_fields=["latest_version", "title", "summary", "needs_gpu", "search_text", "updated_at"])
     template.tags.set(_tags(manifest.tags))
+    template_search_vector_refresh(templates=Template.objects.filter(pk=template.pk))
     return template
 
 
