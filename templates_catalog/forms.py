@@ -72,5 +72,5 @@ class YankForm(forms.Form):
     def clean_reason(self) -> str:
         reason = self.cleaned_data["reason"]
         if not is_one_line(reason):
-            raise forms.ValidationError(f"Write the reason as {ONE_LINE_HINT}.")
+            raise forms.ValidationError(f"Write the reason as one line, {ONE_LINE_HINT}.")
         return reason

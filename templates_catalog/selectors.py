@@ -5,12 +5,36 @@ import hmac
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AnonymousUser, User
+from django.contrib.postgres.lookups import TrigramWordSimilar
+from django.contrib.postgres.search import SearchQuery, SearchRank, TrigramWordSimilarity
 from django.core.paginator import Page, Paginator
-from django.db.models import BooleanField, Case, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db import connections
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    Exists,
+    F,
+    FloatField,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
+from django.db.models.expressions import Combinable
 from django.utils import timezone
 
-from .models import ApiToken, Build, Membership, Publisher, PublisherInvitation, Template, TemplateVersion
+from .models import ApiToken, Build, Membership, Publisher, PublisherInvitation, Tag, Template, TemplateVersion
+from .search import SEARCH_CONFIG
 from .versions import SemVer
+
+SORTS = {"relevance": "Relevance", "name": "Name", "newest": "Newest"}
+MAX_QUERY_WORDS = 10
+TAG_FACETS = 12
+FACET_MAX_RESULTS = 5000
 
 
 def _visibility_filter(user: User | AnonymousUser, token: ApiToken | None = None) -> Q:
@@ -49,6 +73,7 @@ def template_catalog(user: User | AnonymousUser, token: ApiToken | None = None) 
             "latest_version__files",
             "latest_version__manifest",
             "search_text",
+            "search_vector",
         )
         .prefetch_related("tags")
     )
@@ -61,18 +86,84 @@ class CatalogPage:
 
 
 def template_catalog_page(queryset: QuerySet[Template], number: str | int | None, per_page: int) -> CatalogPage:
-    """One page of the catalog, ordered by name. The page's ids come from the template
-    table alone (an index walk even on deep pages); only those rows are then joined."""
-    ids = Paginator(queryset.order_by("name").values_list("pk", flat=True), per_page).get_page(number)
-    templates = list(queryset.filter(pk__in=list(ids.object_list)).order_by("name"))
-    return CatalogPage(page=ids, templates=templates)
+    """One page of the catalog in the queryset's order. The page's ids come from the
+    template table alone (an index walk even on deep pages of the name sort; the ranked
+    ids of a search); only those rows are then joined."""
+    ids = Paginator(queryset.values_list("pk", flat=True), per_page).get_page(number)
+    page_ids = list(ids.object_list)
+    by_pk = {template.pk: template for template in queryset.filter(pk__in=page_ids).order_by()}
+    return CatalogPage(page=ids, templates=[by_pk[pk] for pk in page_ids])
 
 
 def template_search(queryset: QuerySet[Template], query: str) -> QuerySet[Template]:
-    """Every word of `query` must appear in the name, title, summary or tags."""
-    for word in query.lower().split()[:10]:
-        queryset = queryset.filter(search_text__contains=word)
-    return queryset
+    """The templates matching `query`, annotated with `relevance` and ordered by it (an
+    exact name first, then name > title > tags > summary > README). On PostgreSQL by
+    full text, or, when no template matches so, by every word being close to a word of
+    the template (typos, prefixes); on SQLite every word must appear somewhere."""
+    words = query.lower().split()[:MAX_QUERY_WORDS]
+    if not words:
+        return queryset
+    if connections[queryset.db].vendor == "postgresql":
+        queryset = _matching_postgresql(queryset, " ".join(words), words)
+    else:
+        queryset = _matching_simple(queryset, words)
+    return queryset.order_by("-relevance", "name")
+
+
+def _exact_name(text: str) -> Case:
+    return Case(When(name=text, then=Value(10.0)), default=Value(0.0), output_field=FloatField())
+
+
+def _matching_postgresql(queryset: QuerySet[Template], text: str, words: list[str]) -> QuerySet[Template]:
+    full_text = SearchQuery(text, search_type="websearch", config=SEARCH_CONFIG)
+    matched = queryset.filter(search_vector=full_text)
+    # One cheap probe (LIMIT 1 on the GIN index) spares every ordinary search the cost
+    # of trigram matching, which only a query with no whole-word match needs.
+    if matched.exists():
+        return matched.annotate(relevance=_exact_name(text) + SearchRank(F("search_vector"), full_text))
+    # `search_text %> word`: the word is at least pg_trgm.word_similarity_threshold (0.6)
+    # similar to some run of search_text, answered by the trigram index of migration 0002.
+    close = Q(*(TrigramWordSimilar(F("search_text"), Value(word)) for word in words))
+    similarity = TrigramWordSimilarity(Value(text), "name") + TrigramWordSimilarity(Value(text), "title") / 2
+    return queryset.filter(close).annotate(relevance=_exact_name(text) + similarity)
+
+
+def _matching_simple(queryset: QuerySet[Template], words: list[str]) -> QuerySet[Template]:
+    relevance: Combinable = Value(0)
+    for word in words:
+        tagged = Tag.objects.filter(templates=OuterRef("pk"), name__contains=word)
+        relevance += Case(
+            When(name=word, then=Value(100)),
+            When(name__startswith=word, then=Value(50)),
+            When(name__contains=word, then=Value(30)),
+            When(title__icontains=word, then=Value(20)),
+            When(Exists(tagged), then=Value(10)),
+            When(summary__icontains=word, then=Value(5)),
+            default=Value(0),
+            output_field=IntegerField(),
+        )
+    every_word = Q(*(Q(search_text__contains=word) for word in words))
+    return queryset.filter(every_word).annotate(relevance=relevance)
+
+
+def template_sorted(queryset: QuerySet[Template], *, sort: str, searched: bool) -> QuerySet[Template]:
+    """`relevance` keeps a search's ranking (name order without a search)."""
+    if sort == "newest":
+        return queryset.order_by("-created_at", "-id")
+    if sort == "relevance" and searched:
+        return queryset
+    return queryset.order_by("name")
+
+
+def template_tag_facets(queryset: QuerySet[Template], *, result_count: int) -> list[Tag]:
+    """The most used tags among `queryset`, each with `count`: one aggregate query, and
+    none for more than FACET_MAX_RESULTS results, where counting every tag of every
+    result would cost more than the page (tags narrow a search, not the whole catalog)."""
+    if not result_count or result_count > FACET_MAX_RESULTS:
+        return []
+    matching = queryset.order_by().values("pk")
+    tags = Tag.objects.filter(templates__in=matching).annotate(count=Count("templates")).order_by("-count", "name")
+    return list(tags[:TAG_FACETS])
 
 
 def template_detail(user: User | AnonymousUser, name: str, token: ApiToken | None = None) -> Template | None:

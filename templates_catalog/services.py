@@ -25,6 +25,7 @@ from .manifest import FieldError, Manifest, ManifestInvalid, manifest_from_bytes
 from .manifest.schema import ONE_LINE_HINT, TIER_RANK, Requirement, Tier, is_one_line
 from .models import ApiToken, BundleProblem, Membership, Publisher, Tag, Template, TemplateVersion, VersionRequirement
 from .readme import readme_to_html
+from .search import template_search_vector_refresh
 from .selectors import template_versions_sorted
 from .stored_bundles import bundle_problem_forget, bundle_storage_path
 from .versions import SemVer, version_in_range
@@ -352,6 +353,7 @@ def template_refresh_latest(*, template: Template) -> Template:
     template.search_text = " ".join([manifest.name, manifest.title, manifest.summary, *manifest.tags]).lower()
     template.save(update_fields=["latest_version", "title", "summary", "needs_gpu", "search_text", "updated_at"])
     template.tags.set(_tags(manifest.tags))
+    template_search_vector_refresh(templates=Template.objects.filter(pk=template.pk))
     return template
 
 

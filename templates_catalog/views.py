@@ -23,6 +23,7 @@ from .selectors import (
     template_catalog,
     template_catalog_page,
     template_detail,
+    template_tag_facets,
     template_versions_with_build_status,
     templates_visible_to,
 )
@@ -53,15 +54,20 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_GET
 def template_list(request: HttpRequest) -> HttpResponse:
     filterset = TemplateFilter(request.GET, queryset=template_catalog(request.user))
-    results = filterset.qs if filterset.is_valid() else filterset.queryset.none()
+    valid = filterset.is_valid()
+    results = filterset.qs if valid else filterset.queryset.none()
     catalog_page = template_catalog_page(results, request.GET.get("page"), settings.CATALOG_PAGE_SIZE)
     query = request.GET.copy()
     query.pop("page", None)
+    facet_query = query.copy()
+    facet_query.pop("tag", None)
     context = {
         "filter": filterset,
         "page": catalog_page.page,
         "templates": catalog_page.templates,
         "query": query.urlencode(),
+        "facets": template_tag_facets(results, result_count=catalog_page.page.paginator.count) if valid else [],
+        "facet_query": facet_query.urlencode(),
     }
     # htmx swaps only the results; a plain request (no JavaScript) gets the whole page.
     name = "catalog/_results.html" if request.headers.get("HX-Request") else "catalog/template_list.html"

@@ -6,7 +6,6 @@ from django.conf import settings
 from django.core.files.storage import storages
 from django.http import FileResponse
 from django.shortcuts import get_object_or_404
-from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, generics, status
@@ -16,7 +15,7 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from ..access import publish_refusal, publishers_of
-from ..filters import TemplateFilter
+from ..filters import CatalogFilterBackend, TemplateFilter
 from ..models import ApiToken, BundleProblem, Publisher, Template, TemplateVersion
 from ..selectors import template_catalog, template_detail
 from ..services import PublishTooLarge, template_version_publish, template_version_yank
@@ -68,7 +67,7 @@ class TemplateList(generics.ListAPIView):
     """Templates the caller may see, with the web catalog's search and filters."""
 
     serializer_class = TemplateSerializer
-    filter_backends = [DjangoFilterBackend]
+    filter_backends = [CatalogFilterBackend]
     filterset_class = TemplateFilter
 
     def get_queryset(self):

@@ -36,7 +36,7 @@ def test_it_lists_with_the_catalog_filters(client, catalog, query, expected):
 def test_an_invalid_filter_is_a_400_that_names_it(client, catalog):
     response = client.get("/api/v1/templates/?tier=gold")
     assert response.status_code == 400
-    assert [error["field"] for error in response.json()["errors"]] == ["tier"]
+    assert response.json()["errors"] == [{"field": "tier", "message": "No tier called 'gold': choose atomic, workflow or app."}]
 
 
 def test_the_detail_carries_the_latest_manifest_and_digest(client, catalog):

@@ -101,7 +101,7 @@ def test_a_member_yanks_with_a_reason_and_sees_it(member_client):
     [
         ({"reason": "", "confirm": "on"}, "This field is required."),
         ({"reason": "   ", "confirm": "on"}, "This field is required."),
-        ({"reason": "first line\nsecond line", "confirm": "on"}, "Write the reason on one line."),
+        ({"reason": "first line\nsecond line", "confirm": "on"}, "Write the reason as one line"),
         ({"reason": "x" * 301, "confirm": "on"}, "at most 300 characters"),
         ({"reason": "wrong tokenizer"}, "Tick the box to confirm the yank."),
     ],
