@@ -14,7 +14,7 @@ from .access import may_build
 from .builds import build_request
 from .filters import TemplateFilter
 from .manifest import Tier
-from .models import BundleProblem, TemplateVersion
+from .models import Build, BundleProblem, TemplateVersion
 from .selectors import template_catalog, template_catalog_page, template_detail, template_versions_sorted, templates_visible_to
 
 TIER_BLURBS = {
@@ -97,6 +97,8 @@ def version_page(request: HttpRequest, name: str, version: str) -> HttpResponse:
         "bundle_problem": BundleProblem.objects.filter(version=found).first(),
         "can_build": may_build(request.user, found),
     }
+    build = context["build"]
+    context["build_failed_by_template"] = build is not None and build.status == Build.Status.FAILED and build.failure_kind != "hub"
     return render(request, "catalog/version_page.html", context)
 
 
