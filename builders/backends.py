@@ -1,5 +1,6 @@
 """Build backends: one small interface, chosen by a dotted-path setting."""
 
+import contextlib
 import functools
 import os
 import re
@@ -7,6 +8,8 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +18,15 @@ from typing import Protocol
 import docker
 from docker.errors import APIError, BuildError, ContainerError, DockerException, ImageNotFound
 
+from runners.base import LaunchSpec
+from runners.docker import container_options
+from runners.process import OFFLINE, SYSTEM_PATH, free_port, harness_environment, start_in_own_group, stop_process_group
+
 from .debs import DebCache, LockedDeb
-from .errors import BuildFailed
+from .errors import BuildFailed, HubFailure
 from .render import LABEL_ARGS, BuildContext, harness_command
+from .retry import RETRY_DELAYS, engine_retrying
+from .verify import READY_PROBE, answers_200, wait_until_ready
 
 Log = Callable[[str], None]
 IMAGE_NAMESPACE = "aihub"
@@ -67,6 +76,10 @@ class BuildBackend(Protocol):
 
     def build(self, context: BuildContext, *, reference: str, labels: dict[str, str], log: Log) -> BuiltImage: ...
 
+    def verify_starts(self, reference: str, *, launch: LaunchSpec, timeout: float, log: Log) -> float:
+        """Start the built service `reference` as `launch` says, with no network; the seconds
+        until its ready path answered 200. BuildFailed (with the log tail) if it never did."""
+
 
 class DockerBackend:
     """Docker Engine through the docker SDK. The build runs with no network; with a
@@ -87,27 +100,31 @@ class DockerBackend:
         self.deb_cache = deb_cache
         # Rebuild every layer (an operator's "from scratch"); cache hits by key still apply.
         self.no_cache = no_cache
+        self.retry_delays = RETRY_DELAYS
+
+    def _retrying(self, call, *, action: str, log: Log):
+        return engine_retrying(call, action=action, log=log, delays=self.retry_delays)
 
     def reference_for(self, template_name: str, cache_key: str) -> str:
         return f"{IMAGE_NAMESPACE}/{template_name}:{cache_key[:32]}"
 
     def deb_path(self, deb: LockedDeb) -> Path:
         if self.deb_cache is None:
-            raise BuildFailed("this hub is not set up to install system packages (no Debian package cache)")
+            raise HubFailure("this hub is not set up to install system packages (no Debian package cache)")
         return self.deb_cache.path_of(deb)
 
     def base_image_id(self, base_image: str) -> str:
         try:
-            return self.client.images.get(base_image).id
+            return self._retrying(lambda: self.client.images.get(base_image).id, action="reading the base image", log=_quiet)
         except ImageNotFound:
-            raise BuildFailed(
+            raise HubFailure(
                 f"the base image {base_image} is not on this Docker Engine: run `python manage.py make_base_image` "
                 "or load it, then build again"
             ) from None
 
     def system_packages(self, packages: list[str], *, base_image: str, base_image_id: str, log: Log) -> list[LockedDeb]:
         if packages and self.deb_cache is None:
-            raise BuildFailed("this hub is not set up to install system packages (no Debian package cache)")
+            raise HubFailure("this hub is not set up to install system packages (no Debian package cache)")
         if not packages:
             return []
         return self.deb_cache.resolve(packages, client=self.client, base_image=base_image, base_image_id=base_image_id, log=log)
@@ -138,26 +155,29 @@ class DockerBackend:
 
     def _build(self, path, tag: str, build_args: dict[str, str], log: Log):
         try:
-            stream = self.client.api.build(
-                path=str(path), tag=tag, buildargs=build_args, network_mode="none",
-                rm=True, forcerm=True, pull=False, decode=True, nocache=self.no_cache,
-            )
-            for chunk in stream:
-                if "error" in chunk:
-                    raise BuildFailed(_build_error(chunk["error"]))
-                if chunk.get("stream"):
-                    log(chunk["stream"].rstrip("\n"))
-            return self.client.images.get(tag)
+            return self._retrying(lambda: self._build_once(path, tag, build_args, log), action=f"building {tag}", log=log)
         except (APIError, BuildError, DockerException) as exc:
-            raise BuildFailed(f"the Docker Engine failed the build: {exc}") from None
+            raise HubFailure(f"the Docker Engine failed the build: {exc}") from None
+
+    def _build_once(self, path, tag: str, build_args: dict[str, str], log: Log):
+        stream = self.client.api.build(
+            path=str(path), tag=tag, buildargs=build_args, network_mode="none",
+            rm=True, forcerm=True, pull=False, decode=True, nocache=self.no_cache,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                raise BuildFailed(_build_error(chunk["error"]))
+            if chunk.get("stream"):
+                log(chunk["stream"].rstrip("\n"))
+        return self.client.images.get(tag)
 
     def _check_import(self, image, reference: str, handler: str, log: Log) -> None:
         log(f"checking that {handler} imports in the image, with no network")
         try:
-            self.client.containers.run(
+            self._retrying(lambda: self.client.containers.run(
                 image.id, ["-P", "-c", IMPORT_CHECK, handler], entrypoint=["python"], network_disabled=True, remove=True,
                 stderr=True,
-            )
+            ), action="checking the import", log=log)
         except ContainerError as exc:
             # Untag it, or the next build of the same key would find it and call it a success.
             self.client.images.remove(reference, force=True)
@@ -168,13 +188,70 @@ class DockerBackend:
         repository, tag = reference.rsplit(":", 1)
         remote = f"{self.registry}/{repository}"
         image.tag(remote, tag)
+        digest = self._retrying(lambda: self._push_once(remote, tag), action=f"pushing {remote}:{tag}", log=log)
+        log(f"pushed {remote}:{tag} ({digest})")
+        return BuiltImage(reference=f"{remote}@{digest}" if digest else f"{remote}:{tag}", digest=image.id)
+
+    def _push_once(self, remote: str, tag: str) -> str | None:
         digest = None
         for chunk in self.client.api.push(remote, tag=tag, stream=True, decode=True):
             if "error" in chunk:
-                raise BuildFailed(f"pushing to {self.registry} failed: {chunk['error']}")
+                raise HubFailure(f"pushing to {self.registry} failed: {chunk['error']}")
             digest = chunk.get("aux", {}).get("Digest", digest)
-        log(f"pushed {remote}:{tag} ({digest})")
-        return BuiltImage(reference=f"{remote}@{digest}" if digest else f"{remote}:{tag}", digest=image.id)
+        return digest
+
+    def verify_starts(self, reference: str, *, launch: LaunchSpec, timeout: float, log: Log) -> float:
+        log(f"starting the template with no network: {launch.ready_path} must answer within {timeout:g} s")
+        options = _verify_options(reference, launch)
+        container = self._retrying(lambda: self.client.containers.run(**options, detach=True),
+                                   action="starting the template", log=log)
+        started = time.monotonic()
+        url = f"http://127.0.0.1:{launch.port}{launch.ready_path}"
+        try:
+            seconds = wait_until_ready(
+                ready=lambda: _answers_inside(container, url), exited=lambda: _exit_reason(container),
+                logs=lambda: container.logs(stdout=True, stderr=True).decode(errors="replace"),
+                ready_path=launch.ready_path, timeout=timeout, started=started,
+            )
+        finally:
+            with contextlib.suppress(DockerException):
+                container.remove(force=True)
+        log(f"verified: {launch.ready_path} answered 200 after {seconds:.1f} s")
+        return seconds
+
+
+def _quiet(line: str) -> None:
+    """A log for engine calls made before a build has a log of its own."""
+
+
+def _verify_options(reference: str, launch: LaunchSpec) -> dict:
+    """The runner's hardened container, without a network, a GPU or the hub's labels (the
+    reconciler must not mistake a start check for a deployment)."""
+    options = container_options(launch, address="127.0.0.1", hub_id="")
+    options.update(
+        name=f"aihub-verify-{uuid.uuid4().hex[:12]}", image=reference, network_mode="none", ports={},
+        labels={"io.aihub.verify": reference},
+    )
+    options.pop("device_requests", None)
+    return options
+
+
+def _answers_inside(container, url: str) -> bool:
+    try:
+        result = container.exec_run(["python", "-c", READY_PROBE, url])
+    except DockerException:
+        return False  # not running (yet, or any more): the exit check says which
+    return result.exit_code == 0
+
+
+def _exit_reason(container) -> str | None:
+    container.reload()
+    state = container.attrs["State"]
+    if state["Status"] not in ("exited", "dead"):
+        return None
+    if state.get("OOMKilled"):
+        return "it used more memory than its resources.memory_gb and was killed"
+    return f"it exited with code {state.get('ExitCode')} while starting"
 
 
 @functools.lru_cache(maxsize=32)
@@ -281,6 +358,30 @@ class VenvBackend:
         )
         if result.returncode != 0:
             raise BuildFailed(_import_failure(handler, result.stderr))
+
+    def verify_starts(self, reference: str, *, launch: LaunchSpec, timeout: float, log: Log) -> float:
+        # No network namespace without privileges here: the template runs with the host's network.
+        log(f"starting the template: {launch.ready_path} must answer within {timeout:g} s")
+        port = free_port()
+        command = self.serve_command(reference, port=port)
+        folder = self._folder(reference)
+        with tempfile.TemporaryDirectory(prefix="hub-verify-") as scratch:
+            base = {"PATH": f"{folder / 'venv' / 'bin'}:{SYSTEM_PATH}", "HOME": scratch, "LANG": "C.UTF-8"}
+            env = harness_environment(base, harness_parent=folder, extra={**launch.environment, "PORT": str(port), **OFFLINE})
+            log_path = Path(scratch) / "log"
+            process = start_in_own_group(command.argv, env=env, log_path=log_path, cwd=command.cwd)
+            started = time.monotonic()
+            try:
+                seconds = wait_until_ready(
+                    ready=lambda: answers_200(f"http://127.0.0.1:{port}{launch.ready_path}"),
+                    exited=lambda: None if process.poll() is None else f"it exited with code {process.returncode} while starting",
+                    logs=lambda: log_path.read_text(errors="replace"),
+                    ready_path=launch.ready_path, timeout=timeout, started=started,
+                )
+            finally:
+                stop_process_group(process.pid, alive=lambda: process.poll() is None, grace=5)
+        log(f"verified: {launch.ready_path} answered 200 after {seconds:.1f} s")
+        return seconds
 
     def serve_command(self, reference: str, *, port: int, host: str = "127.0.0.1") -> LocalCommand:
         """How a process runner starts a venv-built service: like the image's entrypoint,

@@ -207,6 +207,8 @@ BUILD_BASE_IMAGE = env_str("BUILD_BASE_IMAGE", "python:3.11-slim")
 BUILD_REGISTRY = env_str("BUILD_REGISTRY", "")
 BUILD_NO_CACHE = env_bool("BUILD_NO_CACHE", False)
 BUILD_TIMEOUT_SECONDS = env_int("BUILD_TIMEOUT_SECONDS", 3600, minimum=60)
+# How long a built service may take to answer its ready path before its build fails.
+BUILD_VERIFY_TIMEOUT_SECONDS = env_int("BUILD_VERIFY_TIMEOUT_SECONDS", 300, minimum=1)
 BUILD_ON_PUBLISH = env_bool("BUILD_ON_PUBLISH", False)
 WHEELHOUSE_DIR = Path(env_str("WHEELHOUSE_DIR", str(VAR_DIR / "wheelhouse")))
 DEB_CACHE_DIR = Path(env_str("DEB_CACHE_DIR", str(VAR_DIR / "debs")))

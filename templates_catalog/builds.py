@@ -22,7 +22,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from builders.build import BuildRequest, build_execute, harness_pins_for, read_requirements
-from builders.errors import BuildFailed
+from builders.errors import BuildFailed, TemplateNotReady
 from builders.wheelhouse import Wheelhouse
 from hub_site.backends import build_backend, build_backend_resolve
 
@@ -31,6 +31,7 @@ from .models import Build, TemplateVersion
 from .services import bundle_limits
 from .specs import manifest_of, template_spec_of
 from .stored_bundles import BundleAltered, bundle_copy_verified
+from .verification import build_verify
 
 logger = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
@@ -65,13 +66,16 @@ def build_run(*, build_id: int) -> Build:
     log = _LogWriter(build.pk)
     try:
         outcome = _execute(build, log)
+        verification = build_verify(build=build, outcome=outcome, log=log.write)
     except BuildFailed as exc:
         log.close()
-        return _finish_failed(build.pk, str(exc))
+        return _finish_failed(build.pk, str(exc), failure_kind=exc.failure_kind, verify_log=exc.log_tail,
+                              verified=False if isinstance(exc, TemplateNotReady) else None)
     except Exception as exc:
         log.close()
         logger.exception("build %s crashed", build.pk)
-        return _finish_failed(build.pk, f"the build crashed ({type(exc).__name__}: {exc}); report it to the hub's operators")
+        return _finish_failed(build.pk, f"the build crashed ({type(exc).__name__}: {exc}); report it to the hub's operators",
+                              failure_kind=Build.FailureKind.HUB)
     log.close()
     Build.objects.filter(pk=build.pk).update(
         status=Build.Status.SUCCEEDED,
@@ -83,6 +87,8 @@ def build_run(*, build_id: int) -> Build:
         image_digest=outcome.image.digest,
         finished_at=timezone.now(),
         duration_seconds=outcome.seconds,
+        verified=verification.verified,
+        ready_seconds=verification.ready_seconds,
     )
     return Build.objects.get(pk=build.pk)
 
@@ -96,6 +102,7 @@ def _start(build_id: int) -> Build | None:
         if build.attempts >= MAX_ATTEMPTS:
             build.status = Build.Status.FAILED
             build.error = f"the build was interrupted {build.attempts} times (a worker died each time); request it again"
+            build.failure_kind = Build.FailureKind.HUB
             build.finished_at = timezone.now()
             build.save()
             return build
@@ -155,9 +162,11 @@ def _labels(version: TemplateVersion) -> dict[str, str]:
     }
 
 
-def _finish_failed(build_id: int, reason: str) -> Build:
+def _finish_failed(build_id: int, reason: str, *, failure_kind: str, verify_log: str = "",
+                   verified: bool | None = None) -> Build:
     Build.objects.filter(pk=build_id).update(
-        status=Build.Status.FAILED, error=reason, finished_at=timezone.now()
+        status=Build.Status.FAILED, error=reason, finished_at=timezone.now(), failure_kind=failure_kind,
+        verify_log=verify_log, verified=verified,
     )
     build = Build.objects.get(pk=build_id)
     if build.started_at:
@@ -173,6 +182,7 @@ def builds_reap_stale() -> int:
     return stale.update(
         status=Build.Status.FAILED,
         error=f"the build did not finish within {settings.BUILD_TIMEOUT_SECONDS} seconds; request it again",
+        failure_kind=Build.FailureKind.HUB,
         finished_at=timezone.now(),
     )
 

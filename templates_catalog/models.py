@@ -285,6 +285,10 @@ class Build(models.Model):
         SUCCEEDED = "succeeded"
         FAILED = "failed"
 
+    class FailureKind(models.TextChoices):
+        TEMPLATE = "template", "the template's"  # fixed by publishing a new version
+        HUB = "hub", "the hub's"  # building again may work once the hub is fixed
+
     ACTIVE = (Status.QUEUED, Status.RUNNING)
 
     version = models.ForeignKey(TemplateVersion, on_delete=models.PROTECT, related_name="builds")
@@ -310,6 +314,12 @@ class Build(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     duration_seconds = models.FloatField(null=True, blank=True)
+    failure_kind = models.CharField(max_length=16, choices=FailureKind.choices, blank=True, default="")
+    # The start check: True when the built service answered its ready path, None for a job
+    # (nothing to start) and for builds that did not get that far.
+    verified = models.BooleanField(null=True, blank=True)
+    ready_seconds = models.FloatField(null=True, blank=True)
+    verify_log = models.TextField(blank=True, default="")
 
     class Meta:
         ordering = ["-created_at"]

@@ -17,7 +17,7 @@ from .builds import build_request
 from .filters import TemplateFilter
 from .forms import YankForm
 from .manifest import Tier
-from .models import BundleProblem, TemplateVersion
+from .models import Build, BundleProblem, TemplateVersion
 from .readme import readme_html_for_page
 from .selectors import (
     template_catalog,
@@ -125,6 +125,8 @@ def _render_version_page(request: HttpRequest, found: TemplateVersion, *, yank_f
         "changelog_html": readme_html_for_page(found.changelog_html),
         "manifest_yaml": yaml.safe_dump(found.manifest, sort_keys=False, allow_unicode=True),
     }
+    build = context["build"]
+    context["build_failed_by_template"] = build is not None and build.status == Build.Status.FAILED and build.failure_kind != "hub"
     return render(request, "catalog/version_page.html", context, status=status)
 
 

@@ -19,6 +19,7 @@ def test_a_new_token_is_shown_once_and_stored_hashed(owner_client, publisher):
     response = owner_client.post(
         TOKENS,
         {"publisher": publisher.pk, "name": "CI", "permission": "publish", "template_names": "a-model, b-model", "expires_in_days": 30},
+        follow=True,
     )
 
     secret = re.search(r'id="new-token">(hub_[^<]+)<', response.content.decode()).group(1)
@@ -32,7 +33,7 @@ def test_a_new_token_is_shown_once_and_stored_hashed(owner_client, publisher):
 
 def test_the_token_works_and_stops_working_once_revoked(owner_client, client, publisher, publish):
     publish(name="secret-model", visibility="private")
-    page = owner_client.post(TOKENS, {"publisher": publisher.pk, "name": "read", "permission": "read"})
+    page = owner_client.post(TOKENS, {"publisher": publisher.pk, "name": "read", "permission": "read"}, follow=True)
     secret = re.search(r'id="new-token">(hub_[^<]+)<', page.content.decode()).group(1)
     headers = {"Authorization": f"Bearer {secret}"}
     assert owner_client.get("/api/v1/templates/secret-model/", headers=headers).status_code == 200
@@ -102,3 +103,55 @@ def test_tokens_are_grouped_under_each_publisher_of_the_member(client, publisher
 
     acme, globex = page.index("<h2>Tokens of Acme AI</h2>"), page.index("<h2>Tokens of Globex</h2>")
     assert acme < page.index("acme-token") < globex < page.index("globex-token")
+
+
+def test_creating_a_token_redirects_so_a_reload_mints_no_other(owner_client, publisher):
+    response = owner_client.post(TOKENS, {"publisher": publisher.pk, "name": "CI", "permission": "publish"})
+
+    assert response.status_code == 303 and response["Location"] == TOKENS
+    shown = owner_client.get(TOKENS)
+    secret = re.search(r'id="new-token">(hub_[^<]+)<', shown.content.decode()).group(1)
+    assert shown["Cache-Control"] == "no-store"
+    reloaded = owner_client.get(TOKENS)
+    assert ApiToken.objects.count() == 1
+    assert secret not in reloaded.content.decode()
+
+
+def test_the_new_secret_has_a_copy_button_and_a_ready_publish_line(owner_client, publisher, settings):
+    settings.HUB_PUBLIC_URL = "https://hub.example.internal/"
+    page = owner_client.post(TOKENS, {"publisher": publisher.pk, "name": "CI", "permission": "publish"}, follow=True).content.decode()
+
+    secret = re.search(r'id="new-token">(hub_[^<]+)<', page).group(1)
+    assert 'data-copy="new-token"' in page and 'data-copy="publish-line"' in page
+    assert f"HUB_TOKEN={secret} .venv/bin/python manage.py publish FOLDER --url https://hub.example.internal</code>" in page
+    assert "catalog/copy.js" in page
+
+
+def test_a_read_token_gets_no_publish_line(owner_client, publisher):
+    page = owner_client.post(TOKENS, {"publisher": publisher.pk, "name": "r", "permission": "read"}, follow=True).content.decode()
+    assert 'id="new-token"' in page and "manage.py publish" not in page
+
+
+def test_revoking_asks_for_confirmation_first(owner_client, publisher):
+    from templates_catalog.services import api_token_create
+
+    token = api_token_create(publisher=publisher, created_by=publisher.members.get(), name="ci").token
+    url = reverse("catalog:token_revoke", args=[token.pk])
+    assert f'href="{url}"' in owner_client.get(TOKENS).content.decode()
+
+    asked = owner_client.get(url)
+
+    assert asked.status_code == 200 and 'id="confirm-revoke"' in asked.content.decode()
+    token.refresh_from_db()
+    assert token.revoked_at is None  # looking at the question revokes nothing
+    assert owner_client.post(url).status_code == 302
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+
+
+def test_nobody_sees_the_confirmation_for_a_token_not_theirs(client, publisher, other_publisher):
+    from templates_catalog.services import api_token_create
+
+    token = api_token_create(publisher=publisher, created_by=publisher.members.get(), name="ci").token
+    client.force_login(other_publisher.members.get())
+    assert client.get(reverse("catalog:token_revoke", args=[token.pk])).status_code == 404

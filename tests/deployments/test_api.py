@@ -158,9 +158,10 @@ def test_the_schema_documents_the_deployments_api(client, db):
 
 def test_the_tokens_page_creates_a_personal_deploy_token(client, dana):
     client.force_login(dana)
-    response = client.post("/account/tokens/", data={"kind": "personal", "personal-name": "my script"})
+    response = client.post("/account/tokens/", data={"kind": "personal", "personal-name": "my script"}, follow=True)
 
-    assert response.status_code == 200
+    assert response.status_code == 200 and response.redirect_chain == [("/account/tokens/", 303)]
     token = ApiToken.objects.get(created_by=dana)
     assert token.permission == "deploy" and token.publisher is None
-    assert response.context["created"].secret.startswith("hub_")
+    assert response.context["created"]["secret"].startswith("hub_")
+    assert "manage.py publish" not in response.content.decode()  # a deploy token cannot publish

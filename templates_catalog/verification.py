@@ -1,0 +1,61 @@
+"""The start check of a build: a built service must start and answer its ready path
+before its build counts as verified. The starting itself is the build backend's
+(`verify_starts`, in builders/); this decides whether to run it and what to start."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from builders.build import BuildOutcome
+from hub_site.backends import build_backend
+from runners.base import LaunchSpec
+
+from .models import Build
+from .specs import manifest_of, resources_of, template_spec_of
+
+# Nothing answers here: a template that calls what it requires while starting fails its check.
+UNREACHABLE_URL = "http://127.0.0.1:9"
+
+
+@dataclass(frozen=True)
+class Verification:
+    verified: bool | None  # None: a job, which is not started at build time
+    ready_seconds: float | None = None
+
+
+def build_verify(*, build: Build, outcome: BuildOutcome, log: Callable[[str], None]) -> Verification:
+    """Start the image `outcome` built for `build` and time it to ready; raises BuildFailed
+    when it does not get there. A cache hit keeps the check an earlier build of it passed."""
+    version = build.version
+    spec = template_spec_of(version)
+    if spec.serve is None:
+        return Verification(verified=None)
+    if outcome.cache_hit:
+        earlier = _earlier_verification(build, outcome.cache_key)
+        if earlier is not None:
+            log(f"verified before by build {earlier.pk}: ready in {earlier.ready_seconds:.1f} s; not started again")
+            return Verification(verified=True, ready_seconds=earlier.ready_seconds)
+    manifest = manifest_of(version)
+    launch = LaunchSpec(
+        deployment=f"verify-{build.pk}",
+        image=outcome.image.reference,
+        port=spec.serve.port,
+        health_path=spec.serve.health_path,
+        ready_path=spec.serve.ready_path,
+        resources=resources_of(manifest),
+        environment={requirement.env_var: UNREACHABLE_URL for requirement in version.requirements.all()},
+    )
+    seconds = build_backend(build.backend_used).verify_starts(
+        outcome.image.reference, launch=launch, timeout=settings.BUILD_VERIFY_TIMEOUT_SECONDS, log=log
+    )
+    return Verification(verified=True, ready_seconds=seconds)
+
+
+def _earlier_verification(build: Build, cache_key: str) -> Build | None:
+    return (
+        Build.objects.filter(cache_key=cache_key, status=Build.Status.SUCCEEDED, verified=True)
+        .exclude(pk=build.pk)
+        .order_by("-finished_at")
+        .first()
+    )
