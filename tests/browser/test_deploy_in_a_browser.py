@@ -26,9 +26,6 @@ from templates_catalog import builds
 from templates_catalog.bundles import bundle_pack
 from templates_catalog.services import template_version_publish
 
-from ..environment import unavailable
-from .test_catalog_in_a_browser import CHROMIUM, CHROMIUM_FLAGS
-
 ROOT = Path(__file__).resolve().parents[2]
 MINILM = ROOT / "fixtures" / "templates" / "minilm-embeddings"
 PASSWORD = "a-new-users-password"
@@ -36,16 +33,6 @@ PASSWORD = "a-new-users-password"
 RUNNING_WITHIN_MS = 20 * 60 * 1000
 
 
-@pytest.fixture
-def browser():
-    if not os.path.exists(CHROMIUM):
-        unavailable("Debian's chromium is not installed (.ci/run installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

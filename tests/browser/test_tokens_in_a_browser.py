@@ -4,8 +4,6 @@ import pytest
 
 from templates_catalog.services import api_token_create
 
-from .test_catalog_in_a_browser import browser  # noqa: F401 (a fixture)
-
 PASSWORD = "a long enough password 42"
 
 
