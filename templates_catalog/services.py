@@ -407,18 +407,21 @@ def api_token_create(
         raise ValidationError("deploy tokens are personal: create one with api_token_create_personal")
     if not may_publish(created_by, publisher):
         raise PermissionDenied(f"you are not a member of {publisher.name}")
+    return _token_mint(
+        publisher=publisher, created_by=created_by, name=name, permission=permission,
+        template_names=sorted(set(template_names or [])), expires_at=expires_at,
+    )
+
+
+def _token_mint(*, expires_at: datetime | None, **fields) -> CreatedToken:
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError("the expiry must be in the future")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
-        publisher=publisher,
-        name=name,
         prefix=secret[: len(TOKEN_PREFIX) + 6],
         token_sha256=hashlib.sha256(secret.encode()).hexdigest(),
-        permission=permission,
-        template_names=sorted(set(template_names or [])),
-        created_by=created_by,
         expires_at=expires_at,
+        **fields,
     )
     return CreatedToken(token=token, secret=secret)
 
@@ -442,16 +445,6 @@ def api_token_create_personal(
     deployments, and can never publish."""
     if not user.is_authenticated or not user.is_active:
         raise PermissionDenied("only an active, signed-in user may create a personal token")
-    if expires_at is not None and expires_at <= timezone.now():
-        raise ValidationError("the expiry must be in the future")
-    secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(
-        publisher=None,
-        name=name,
-        prefix=secret[: len(TOKEN_PREFIX) + 6],
-        token_sha256=hashlib.sha256(secret.encode()).hexdigest(),
-        permission=ApiToken.Permission.DEPLOY,
-        created_by=user,
-        expires_at=expires_at,
+    return _token_mint(
+        publisher=None, created_by=user, name=name, permission=ApiToken.Permission.DEPLOY, expires_at=expires_at
     )
-    return CreatedToken(token=token, secret=secret)
