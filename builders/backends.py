@@ -24,7 +24,7 @@ from runners.process import OFFLINE, SYSTEM_PATH, free_port, harness_environment
 
 from .debs import DebCache, LockedDeb
 from .errors import BuildFailed, HubFailure
-from .render import LABEL_ARGS, BuildContext, harness_command
+from .render import BUILD_OUTPUT_DIR, LABEL_ARGS, BuildContext, harness_command
 from .retry import RETRY_DELAYS, engine_retrying
 from .verify import READY_PROBE, answers_200, wait_until_ready
 
@@ -345,8 +345,34 @@ class VenvBackend:
             raise BuildFailed(f"installing the locked wheels failed: {result.stderr.strip()[-1000:]}")
         for part in ("harness", "template"):
             shutil.copytree(context.app_path / part, scratch / part)
+        if context.build_command:
+            self._run_build_command(scratch, context.build_command, log)
         if context.handler:
             self._check_import(scratch, context.handler, log)
+
+    def _run_build_command(self, folder: Path, command: tuple[str, ...], log: Log) -> None:
+        # As the import check: no network namespace without privileges here, so unlike the
+        # Docker build this runs with the host's network, and as the hub's own user.
+        log(f"running the build command {' '.join(command)}")
+        (folder / "template" / BUILD_OUTPUT_DIR).mkdir()
+        venv_bin = folder / "venv" / "bin"
+        with tempfile.TemporaryDirectory(prefix="build-home-") as home:
+            # Only these variables: the hub's own environment (its secrets) never reaches a template.
+            environment = {
+                "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}", "VIRTUAL_ENV": str(folder / "venv"),
+                "HOME": home, "PYTHONUNBUFFERED": "1", "LANG": "C.UTF-8",
+            }
+            try:
+                result = subprocess.run(list(command), cwd=folder / "template", capture_output=True, text=True,
+                                        env=environment)
+            except OSError as exc:
+                raise BuildFailed(f"the build command {' '.join(command)} could not start: {exc.strerror}") from None
+        log((result.stdout + result.stderr)[-4000:])
+        if result.returncode != 0:
+            raise BuildFailed(
+                f"the build command {' '.join(command)} failed with exit code {result.returncode}: "
+                f"{result.stderr.strip()[-1000:] or result.stdout.strip()[-1000:]}"
+            )
 
     def _check_import(self, folder: Path, handler: str, log: Log) -> None:
         # No network namespace without privileges here: the import runs with the host's network.

@@ -25,11 +25,14 @@ from .spec import TemplateSpec
 from .wheelhouse import LockedWheel, Wheelhouse
 
 # Part of every cache key: bump it whenever a Dockerfile or the context layout changes.
-RENDERER_VERSION = "5"
+RENDERER_VERSION = "6"
 APP_USER = "65532:65532"
 HARNESS_PACKAGE = "harness"
 # The harness's configuration, resolved by the hub's schema, inside the harness's folder.
 SERVE_CONFIG_FILE = "serve.json"
+# The one folder of the template a build command may write into (the template's own files
+# stay root's, so even the build cannot rewrite them); it becomes part of the image.
+BUILD_OUTPUT_DIR = "build-output"
 # The labels every image carries; their values arrive as build arguments.
 LABEL_ARGS = {
     "org.opencontainers.image.title": "HUB_TITLE",
@@ -69,7 +72,9 @@ USER {{ user }}
 {% endif %}ENTRYPOINT {{ entrypoint | exec_form }}
 COPY template/ /opt/hub/template/
 WORKDIR /opt/hub/template
-ARG{% for label, arg in labels %} {{ arg }}{% endfor %}
+{% if build_command %}COPY --chown={{ user }} {{ build_output }}/ /opt/hub/template/{{ build_output }}/
+RUN {{ build_command | exec_form }}
+{% endif %}ARG{% for label, arg in labels %} {{ arg }}{% endfor %}
 LABEL{% for label, arg in labels %} {{ label }}="${{ '{' }}{{ arg }}{{ '}' }}"{% endfor %}
 """
 
@@ -83,6 +88,8 @@ class BuildContext:
     debs: list[LockedDeb]
     # `module:Class` the built artifact must import before it counts as built; None for a job.
     handler: str | None = None
+    # Run in the template's folder after the packages, as the app user; () for none.
+    build_command: tuple[str, ...] = ()
 
     @property
     def deps_image(self) -> str:
@@ -133,6 +140,8 @@ def app_dockerfile_render(*, spec: TemplateSpec, deps_image: str) -> str:
         user=APP_USER,
         port=None if spec.is_job else int(spec.serve.port),
         entrypoint=entrypoint_for(spec),
+        build_command=list(spec.build_command),
+        build_output=BUILD_OUTPUT_DIR,
         labels=sorted(LABEL_ARGS.items()),
     )
 
@@ -167,6 +176,7 @@ def build_context_render(
         lock=lock,
         debs=list(debs),
         handler=spec.serve.handler if spec.serve else None,
+        build_command=tuple(spec.build_command),
     )
     _render_deps(context, wheelhouse, base_image, deb_path)
     _render_app(context, spec, template_dir, harness_dir)
@@ -199,6 +209,13 @@ def _render_app(context: BuildContext, spec: TemplateSpec, template_dir: Path, h
         serve_config = json.dumps(spec.serve_config(), indent=1, sort_keys=True)
         (context.app_path / HARNESS_PACKAGE / SERVE_CONFIG_FILE).write_text(serve_config)
     shutil.copytree(template_dir, context.app_path / "template", ignore=ignore)
+    if spec.build_command:
+        if (context.app_path / "template" / BUILD_OUTPUT_DIR).exists():
+            raise BuildFailed(
+                f"the bundle holds `{BUILD_OUTPUT_DIR}`, the folder its build_command writes: rename or remove it"
+            )
+        # Empty: copied with the app user as owner, the one place the build command may write.
+        (context.app_path / BUILD_OUTPUT_DIR).mkdir()
     (context.app_path / "Dockerfile").write_text(app_dockerfile_render(spec=spec, deps_image=context.deps_image))
     _normalise(context.app_path)
 

@@ -19,6 +19,7 @@ class ServeSpec:
     ready_path: str
     max_batch_size: int
     max_wait_ms: int
+    max_body_bytes: int | None = None  # None: the harness's default
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class TemplateSpec:
     system_packages: tuple[str, ...] = ()
     serve: ServeSpec | None = None
     job_command: tuple[str, ...] = ()
+    # Run once inside the build, in the template's folder, as the app user, with no network.
+    build_command: tuple[str, ...] = ()
     input_defaults: Mapping[str, InputValue] = field(default_factory=dict)
 
     @property

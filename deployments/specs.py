@@ -6,6 +6,7 @@ import math
 from runners.base import LaunchSpec, Resources
 from templates_catalog.manifest import Manifest
 from templates_catalog.manifest.schema import Input, InputType
+from templates_catalog.specs import volume_of
 
 from .models import Deployment
 
@@ -48,6 +49,8 @@ def launch_spec_for(deployment: Deployment) -> LaunchSpec:
         ready_path=serve.ready_path,
         resources=resources_of(manifest),
         environment=environment,
+        volume=volume_of(manifest),
+        max_body_bytes=serve.max_body_bytes,
         labels={"io.aihub.template": manifest.name, "io.aihub.version": manifest.version},
     )
 

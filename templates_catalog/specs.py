@@ -40,8 +40,10 @@ def template_spec_of(version: TemplateVersion) -> TemplateSpec:
             ready_path=serve.ready_path,
             max_batch_size=serve.batching.max_batch_size,
             max_wait_ms=serve.batching.max_wait_ms,
+            max_body_bytes=serve.max_body_bytes,
         ),
         job_command=tuple(manifest.job.command) if manifest.job else (),
+        build_command=tuple(manifest.runtime.build_command),
         input_defaults={item.name: item.default for item in manifest.inputs if item.default is not None},
     )
 
@@ -56,6 +58,12 @@ def resources_of(manifest: Manifest) -> Resources:
     )
 
 
+def volume_of(manifest: Manifest) -> Volume | None:
+    """The persistent volume `storage` asks for, or None."""
+    storage = manifest.storage
+    return None if storage is None else Volume(path=storage.path, size_gb=float(storage.size_gb))
+
+
 def launch_spec_of(
     version: TemplateVersion,
     *,
@@ -65,7 +73,8 @@ def launch_spec_of(
     volume: Volume | None = None,
     labels: Mapping[str, str] | None = None,
 ) -> LaunchSpec:
-    """What a runner needs to start `version` from its built `image` (or venv reference)."""
+    """What a runner needs to start `version` from its built `image` (or venv reference);
+    `volume` defaults to the one the manifest's `storage` asks for."""
     manifest = manifest_of(version)
     serve = manifest.serve
     return LaunchSpec(
@@ -78,6 +87,7 @@ def launch_spec_of(
         command=tuple(manifest.job.command) if manifest.kind is Kind.JOB else (),
         resources=resources_of(manifest),
         environment=dict(environment or {}),
-        volume=volume,
+        volume=volume if volume is not None else volume_of(manifest),
+        max_body_bytes=serve.max_body_bytes if serve else None,
         labels=dict(labels or {}),
     )

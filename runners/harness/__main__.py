@@ -11,9 +11,7 @@ import uvicorn
 from .app import build_app
 from .device import device
 from .loader import load_handler
-from .manifest import export_input_defaults, read_serve_config
-
-DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+from .manifest import export_input_defaults, max_body_bytes, read_serve_config
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -22,8 +20,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", default=os.environ.get("HUB_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=None, help="default: serve.port from hub.yaml, or $PORT")
     parser.add_argument(
-        "--max-body-bytes", type=int, default=int(os.environ.get("HUB_MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES)),
-        help="larger request bodies get 413 (default: $HUB_MAX_BODY_BYTES or 1 MiB)",
+        "--max-body-bytes", type=int, default=None,
+        help="larger request bodies get 413 (default: $HUB_MAX_BODY_BYTES, else serve.max_body_bytes, else 1 MiB)",
     )
     parser.add_argument("--log-level", default=os.environ.get("HUB_LOG_LEVEL", "info"))
     return parser.parse_args(argv)
@@ -42,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     def stop_server() -> None:
         server.should_exit = True
 
-    app, state = build_app(handler, config, max_body_bytes=args.max_body_bytes, on_setup_failed=stop_server)
+    app, state = build_app(handler, config, max_body_bytes=max_body_bytes(args.max_body_bytes, config), on_setup_failed=stop_server)
     port = args.port if args.port is not None else int(os.environ.get("PORT", config.port))
     server = uvicorn.Server(
         uvicorn.Config(app, host=args.host, port=port, log_level=args.log_level.lower(), access_log=False)

@@ -24,9 +24,11 @@ class ServeConfig:
     max_batch_size: int = 1
     max_wait_ms: int = 0
     input_defaults: dict[str, object] = field(default_factory=dict)
+    max_body_bytes: int | None = None  # None: the harness's own default
 
 
-_NUMBERS = {"port", "max_batch_size", "max_wait_ms"}
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+_NUMBERS = {"port", "max_batch_size", "max_wait_ms", "max_body_bytes"}
 RESOLVED_CONFIG = Path(__file__).with_name("serve.json")
 
 
@@ -43,7 +45,7 @@ def _from_hub_yaml(template_dir: Path) -> ServeConfig:
         raise SystemExit(f"{template_dir / 'hub.yaml'} has no serve.handler: nothing to serve")
     batching = serve.get("batching") or {}
     # Only what the file says; everything else takes ServeConfig's (the schema's) defaults.
-    given = {key: serve[key] for key in ("port", "health_path", "ready_path") if key in serve}
+    given = {key: serve[key] for key in ("port", "health_path", "ready_path", "max_body_bytes") if key in serve}
     given |= {key: batching[key] for key in ("max_batch_size", "max_wait_ms") if key in batching}
     return ServeConfig(
         handler=serve["handler"],
@@ -59,3 +61,12 @@ def export_input_defaults(defaults: dict[str, object], environ=os.environ) -> No
             continue
         text = ("true" if value else "false") if isinstance(value, bool) else str(value)
         environ.setdefault(f"INPUT_{name.upper()}", text)
+
+
+def max_body_bytes(given: int | None, config: ServeConfig, environ=os.environ) -> int:
+    """The flag, else the runner's $HUB_MAX_BODY_BYTES, else the manifest's serve.max_body_bytes, else 1 MiB."""
+    if given is not None:
+        return given
+    if environ.get("HUB_MAX_BODY_BYTES"):
+        return int(environ["HUB_MAX_BODY_BYTES"])
+    return config.max_body_bytes or DEFAULT_MAX_BODY_BYTES

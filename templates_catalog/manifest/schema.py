@@ -78,6 +78,16 @@ RelativePath = _pattern(
     "a relative path inside the job's output folder, e.g. `model/checkpoint.pt` (no leading `/`, no `..`)",
     max_length=200,
 )
+# Where a persistent volume may be mounted: only folders no image or harness uses, so a
+# volume can never hide code (/opt/hub, /usr, /bin), configuration (/etc) or the kernel's
+# views (/proc, /sys, /dev). The allow-list is the FHS's places for a service's own data:
+# /data, /srv, /mnt and /var/lib/<name>, each possibly with subfolders; no segment starts with a dot.
+StoragePath = _pattern(
+    r"^/(?:data|srv|mnt|var/lib/[A-Za-z0-9_-][A-Za-z0-9_.-]*)(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*$",
+    "an absolute folder under `/data`, `/srv`, `/mnt` or `/var/lib/<name>`, e.g. `/data` or `/var/lib/vectors` "
+    "(no trailing `/`, no `..`, nothing that holds the image's code or system files)",
+    max_length=200,
+)
 Identifier = _pattern(
     r"^[a-z][a-z0-9_]{0,31}$", "a lowercase identifier of letters, digits and `_`, e.g. `ticker`", max_length=32
 )
@@ -118,6 +128,13 @@ class Runtime(_Strict):
     python: Literal["3.11", "3.12"] = "3.11"
     system_packages: list[SystemPackage] = Field(default_factory=list, max_length=50)
     packages: list[PythonPin] = Field(default_factory=list, max_length=200)
+    build_command: list[CommandArg] = Field(
+        default_factory=list,
+        max_length=64,
+        description="A command run once inside the image build, after the packages are installed, in the template's "
+        "folder, as the unprivileged user and with no network (like Cog's `build.run`): e.g. training a checkpoint so "
+        "its weights are part of the image and its digest. A list of words, run without a shell.",
+    )
 
     @model_validator(mode="after")
     def _no_duplicate_packages(self) -> "Runtime":
@@ -139,6 +156,22 @@ class Serve(_Strict):
     health_path: UrlPath = "/health"
     ready_path: UrlPath = "/ready"
     batching: Batching = Field(default_factory=Batching)
+    max_body_bytes: int | None = Field(
+        None,
+        ge=1024,
+        le=1024**3,
+        description="The largest request body the harness accepts, in bytes (1 KiB to 1 GiB); larger ones get 413. "
+        "Unset: the harness's default, 1 MiB.",
+    )
+
+
+class Storage(_Strict):
+    """A persistent volume mounted at `path` (its path is also in $HUB_STORAGE_DIR): kept
+    across stops, restarts and redeploys of the same deployment, removed only when the
+    deployment is deleted."""
+
+    path: StoragePath
+    size_gb: Decimal = Field(gt=0, le=1024, decimal_places=1, description="the size the volume is asked for, in GB")
 
 
 class JobOutput(_Strict):
@@ -253,6 +286,7 @@ class Manifest(_Strict):
     runtime: Runtime = Field(default_factory=Runtime)
     serve: Serve | None = None
     job: Job | None = None
+    storage: Storage | None = None
     resources: Resources = Field(default_factory=Resources)
     inputs: list[Input] = Field(default_factory=list, max_length=30)
     requires: list[Requirement] = Field(default_factory=list, max_length=20)
@@ -267,6 +301,8 @@ class Manifest(_Strict):
             raise ValueError("a `service` template cannot have a `job` section: set `kind: job` or remove `job`")
         if self.kind is Kind.JOB and self.job is None:
             raise ValueError("a `job` template needs a `job` section with its `command`")
+        if self.kind is Kind.JOB and self.storage is not None:
+            raise ValueError("`storage` is for services; a job keeps what it makes as `job.outputs`: remove `storage`")
         if self.tier is Tier.ATOMIC and self.requires:
             raise ValueError("an `atomic` template cannot require other templates: make it a `workflow` or an `app`")
         _require_unique("tags", self.tags)

@@ -63,10 +63,11 @@ def publish_folder(folder: Path, publisher):
 
 @pytest.fixture
 def echo_template(tmp_path, publisher):
-    """publish a tiny service template: echo_template(version=..., handler=..., packages=[...], files={path: text})"""
+    """publish a tiny service template: echo_template(version=..., handler=..., packages=[...], files={path: text},
+    build_command=[...])"""
 
     def make(version="1.0.0", handler=HANDLER, packages=None, name="echo", runtime_system_packages=(), runtime_python="3.11",
-             files=None, **fields):
+             files=None, build_command=(), **fields):
         folder = tmp_path / f"{name}-{version}"
         folder.mkdir()
         for path, text in (files or {}).items():
@@ -78,6 +79,8 @@ def echo_template(tmp_path, publisher):
             "packages": packages if packages is not None else ["six==1.16.0"],
             "system_packages": list(runtime_system_packages),
         }
+        if build_command:
+            manifest["runtime"]["build_command"] = list(build_command)
         (folder / "hub.yaml").write_text(yaml.safe_dump(manifest))
         # A nonce, so no image from an earlier run on this engine can answer for this one.
         (folder / "handler.py").write_text(f"{handler}\n# test run {uuid.uuid4()}\n")
@@ -103,4 +106,27 @@ class Echo:
 
     def predict(self, batch):
         return [{"echo": item, "harness": harness.__file__} for item in batch]
+"""
+
+
+# A build command and a handler that serves what it wrote: proof that the command ran in
+# the build, in the template's folder, and that its output is part of the built artifact.
+BUILD_SCRIPT = """\
+import os
+import sys
+from pathlib import Path
+
+Path(sys.argv[1]).write_text(f"built by uid {os.getuid()} in {Path.cwd().name}")
+"""
+BUILT_COMMAND = ("python", "build.py", "build-output/greeting.txt")
+BUILT_HANDLER = """\
+from pathlib import Path
+
+
+class Echo:
+    def setup(self):
+        self.greeting = (Path(__file__).parent / "build-output" / "greeting.txt").read_text()
+
+    def predict(self, batch):
+        return [{"echo": item, "greeting": self.greeting} for item in batch]
 """

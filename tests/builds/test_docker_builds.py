@@ -12,7 +12,7 @@ from templates_catalog.builds import build_request, build_run
 from templates_catalog.models import Build, TemplateVersion
 
 from ..netutil import free_port, wait_for_port
-from .conftest import HANDLER, SHADOW_HARNESS, WHICH_HARNESS_HANDLER
+from .conftest import BUILD_SCRIPT, BUILT_COMMAND, BUILT_HANDLER, HANDLER, SHADOW_HARNESS, WHICH_HARNESS_HANDLER
 
 
 def _built(version: TemplateVersion) -> Build:
@@ -228,3 +228,49 @@ def test_a_template_whose_handler_does_not_exist_fails_its_build(db, docker_clie
     )
     # The refused image was untagged: the next build does not find it by its cache key.
     assert again.status == "failed" and not again.cache_hit
+
+
+def test_the_build_command_runs_as_the_app_user_and_its_output_is_in_the_image(db, docker_client, build_settings, echo_template):
+    import json
+    import urllib.request
+
+    version = echo_template(name="built", handler=BUILT_HANDLER, files={"build.py": BUILD_SCRIPT}, build_command=BUILT_COMMAND)
+    build = _built(version)
+    assert build.status == "succeeded", build.error + build.log_tail()
+
+    port = free_port()
+    container = docker_client.containers.run(
+        build.image_reference, detach=True, ports={"8080/tcp": ("127.0.0.1", port)}, read_only=True, cap_drop=["ALL"],
+    )
+    try:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=b'"hi"', headers={"Content-Type": "application/json"})
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    answer = json.loads(response.read())
+                break
+            except OSError:
+                container.reload()
+                if container.status == "exited" or time.monotonic() > deadline:
+                    pytest.fail("the image did not serve:\n" + container.logs().decode()[-2000:])
+                time.sleep(0.3)
+        assert answer == {"echo": "hi", "greeting": "built by uid 65532 in template"}
+    finally:
+        container.remove(force=True)
+
+
+# Both run inside the build: one tries to rewrite the template's own code, the other to reach the network.
+REWRITE_HANDLER = "from pathlib import Path\nPath('handler.py').write_text('class Echo: pass')\n"
+REACH_NETWORK = "import socket\nsocket.create_connection(('1.1.1.1', 53), timeout=3)\n"
+
+
+@pytest.mark.parametrize(("script", "phrase"), [(REWRITE_HANDLER, "PermissionError"), (REACH_NETWORK, "OSError")])
+def test_the_build_command_can_neither_rewrite_the_template_nor_reach_the_network(
+    db, docker_client, build_settings, echo_template, script, phrase
+):
+    build = _built(echo_template(name="build-attack", files={"build.py": script}, build_command=["python", "build.py"]))
+
+    assert build.status == "failed"
+    assert build.error == "a build step failed: The command 'python build.py' returned a non-zero code: 1"
+    assert phrase in build.log_tail(), build.log_tail()

@@ -5,7 +5,7 @@ import pytest
 from jinja2 import UndefinedError
 
 from builders.errors import BuildFailed
-from builders.render import _app_template, app_dockerfile_render, deps_dockerfile_render
+from builders.render import BuildContext, _app_template, _render_app, app_dockerfile_render, deps_dockerfile_render
 from builders.spec import ServeSpec, TemplateSpec
 
 
@@ -95,3 +95,47 @@ def test_the_template_runs_sandboxed():
     from jinja2.sandbox import SandboxedEnvironment
 
     assert isinstance(_app_template.environment, SandboxedEnvironment)
+
+
+BUILT_SERVICE = TemplateSpec(kind="service", python="3.11", serve=serve_spec(), build_command=("python", "train.py", "--out", "build-output"))
+
+
+def test_a_build_command_runs_in_exec_form_as_the_app_user_after_the_template_is_copied():
+    dockerfile = app_dockerfile_render(spec=BUILT_SERVICE, deps_image="aihub-deps:0123")
+    run = dockerfile.index('RUN ["python", "train.py", "--out", "build-output"]')
+    assert dockerfile.index("USER 65532:65532") < dockerfile.index("COPY template/") < run
+    # Only the output folder belongs to the app user; the template's own files stay root's.
+    assert "COPY --chown=65532:65532 build-output/ /opt/hub/template/build-output/" in dockerfile
+    assert dockerfile.count("--chown") == 1 and dockerfile.count("RUN ") == 1
+
+
+def test_without_a_build_command_nothing_runs_in_the_app_image():
+    dockerfile = app_dockerfile_render(spec=SERVICE, deps_image="aihub-deps:0123")
+    assert "RUN" not in dockerfile and "--chown" not in dockerfile
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["python", "train.py\nUSER root"],
+        ["python", "$(curl evil)"],
+        ["sh", "-c", "id; id"],
+        ['"]\nRUN ["id'],
+        ["python", ""],
+    ],
+)
+def test_a_build_command_word_that_is_not_plain_never_reaches_the_dockerfile(command):
+    spec = TemplateSpec(kind="service", python="3.11", serve=serve_spec(), build_command=tuple(command))
+    with pytest.raises(BuildFailed, match="refusing to put"):
+        app_dockerfile_render(spec=spec, deps_image="aihub-deps:0123")
+
+
+def test_a_bundle_that_ships_the_build_output_folder_is_refused(tmp_path):
+    template = tmp_path / "template"
+    (template / "build-output").mkdir(parents=True)
+    (template / "build-output" / "model.pt").write_text("not what the build made")
+    harness = tmp_path / "harness"
+    harness.mkdir()
+    context = BuildContext(deps_path=tmp_path / "deps", app_path=tmp_path / "app", deps_key="0" * 64, lock=[], debs=[])
+    with pytest.raises(BuildFailed, match="the bundle holds `build-output`"):
+        _render_app(context, BUILT_SERVICE, template, harness)

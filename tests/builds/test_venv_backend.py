@@ -14,7 +14,7 @@ from builders.backends import LocalCommand, VenvBackend
 from templates_catalog.builds import build_request, build_run
 
 from ..netutil import free_port
-from .conftest import SHADOW_HARNESS, WHICH_HARNESS_HANDLER
+from .conftest import BUILD_SCRIPT, BUILT_COMMAND, BUILT_HANDLER, SHADOW_HARNESS, WHICH_HARNESS_HANDLER
 
 
 @pytest.fixture
@@ -115,3 +115,49 @@ def test_a_template_whose_handler_does_not_import_fails_its_build(db, venv_setti
         "ModuleNotFoundError: No module named 'not_installed_anywhere'"
     )
     assert not list((venv_settings.VAR_DIR / "venvs").rglob(".complete"))  # nothing half-built is kept
+
+
+def test_the_build_command_runs_in_the_template_folder_and_the_handler_serves_its_output(db, venv_settings, echo_template):
+    version = echo_template(name="built", handler=BUILT_HANDLER, files={"build.py": BUILD_SCRIPT}, build_command=BUILT_COMMAND)
+
+    build = build_run(build_id=build_request(version=version).pk)
+
+    assert build.status == "succeeded", build.error + build.log_tail()
+    assert "running the build command python build.py build-output/greeting.txt" in build.log_tail()
+    backend = VenvBackend(venv_settings.VAR_DIR / "venvs")
+    greeting = (backend._folder(build.image_reference) / "template" / "build-output" / "greeting.txt").read_text()
+    assert greeting == f"built by uid {os.getuid()} in template"
+    port = free_port()
+    server = _start(backend.serve_command(build.image_reference, port=port))
+    try:
+        assert _wait_for_ready(port, server) == 200
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=b'"hi"', headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read()) == {"echo": "hi", "greeting": greeting}
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+
+
+def test_a_failing_build_command_fails_the_build_and_keeps_nothing(db, venv_settings, echo_template):
+    version = echo_template(name="build-fails", files={"build.py": "raise SystemExit('no corpus here')\n"},
+                            build_command=["python", "build.py"])
+
+    build = build_run(build_id=build_request(version=version).pk)
+
+    assert build.status == "failed"
+    assert build.error.startswith("the build command python build.py failed with exit code 1: ")
+    assert "no corpus here" in build.error
+    assert not list((venv_settings.VAR_DIR / "venvs").rglob(".complete"))
+
+
+def test_the_build_command_never_sees_the_hubs_environment(db, venv_settings, echo_template, monkeypatch):
+    monkeypatch.setenv("HUB_SECRET_KEY_FOR_TEST", "do-not-leak")
+    script = "import os, sys\nfrom pathlib import Path\nPath(sys.argv[1]).write_text(repr(sorted(os.environ)))\n"
+    version = echo_template(name="build-env", files={"build.py": script}, build_command=["python", "build.py", "build-output/env"])
+
+    build = build_run(build_id=build_request(version=version).pk)
+
+    assert build.status == "succeeded", build.error
+    seen = (VenvBackend(venv_settings.VAR_DIR / "venvs")._folder(build.image_reference) / "template/build-output/env").read_text()
+    assert "HUB_SECRET_KEY_FOR_TEST" not in seen and "DATABASE_URL" not in seen and "'VIRTUAL_ENV'" in seen

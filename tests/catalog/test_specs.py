@@ -38,7 +38,8 @@ def test_builders_get_typed_values_with_every_default_filled_in(version):
     assert spec.kind == "service" and spec.python == "3.11"
     assert spec.packages == ("numpy==2.1.3",) and spec.system_packages == ("libgomp1",)
     assert spec.serve == ServeSpec(
-        handler="handler:Model", port=9000, health_path="/health", ready_path="/ready", max_batch_size=16, max_wait_ms=0
+        handler="handler:Model", port=9000, health_path="/health", ready_path="/ready", max_batch_size=16, max_wait_ms=0,
+        max_body_bytes=None,
     )
     assert spec.input_defaults == {"top_k": 4}
 
@@ -62,3 +63,24 @@ def test_a_job_launches_its_command(publish):
 
     assert spec.kind == "job" and spec.command == ("python", "train.py")
     assert template_spec_of(job).serve is None and template_spec_of(job).job_command == ("python", "train.py")
+
+
+def test_storage_a_build_command_and_a_body_limit_reach_the_builder_and_the_runner(publish):
+    version = TemplateVersion.objects.get(pk=publish(
+        name="store", runtime={"packages": ["numpy==2.1.3"], "build_command": ["python", "prepare.py", "--out", "build"]},
+        serve={"handler": "handler:Model", "max_body_bytes": 4096}, storage={"path": "/var/lib/store", "size_gb": "2.5"},
+    ).pk)
+
+    template = template_spec_of(version)
+    launch = launch_spec_of(version, deployment="d-store", image="aihub/store:0123")
+
+    assert template.build_command == ("python", "prepare.py", "--out", "build")
+    assert template.serve.max_body_bytes == 4096 and template.serve_config()["max_body_bytes"] == 4096
+    assert launch.volume == Volume(path="/var/lib/store", size_gb=2.5) and launch.max_body_bytes == 4096
+
+
+def test_a_version_without_them_builds_and_launches_as_before(version):
+    assert template_spec_of(version).build_command == ()
+    assert template_spec_of(version).serve_config()["max_body_bytes"] is None
+    launch = launch_spec_of(version, deployment="d-abc", image="aihub/demo-embedder:0123")
+    assert launch.volume is None and launch.max_body_bytes is None

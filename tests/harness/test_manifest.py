@@ -2,7 +2,13 @@
 
 from pathlib import Path
 
-from runners.harness.manifest import ServeConfig, export_input_defaults, read_serve_config
+from runners.harness.manifest import (
+    DEFAULT_MAX_BODY_BYTES,
+    ServeConfig,
+    export_input_defaults,
+    max_body_bytes,
+    read_serve_config,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,3 +64,28 @@ def test_in_an_image_it_serves_the_configuration_the_hub_resolved(tmp_path):
 def test_without_a_resolved_file_it_reads_hub_yaml(tmp_path):
     (tmp_path / "hub.yaml").write_text("serve:\n  handler: app:FromYaml\n  port: '1234'\n")
     assert read_serve_config(tmp_path, resolved=tmp_path / "absent.json") == ServeConfig("app:FromYaml", 1234)
+
+
+def test_the_resolved_body_limit_is_read_from_serve_json_and_hub_yaml(tmp_path):
+    resolved = tmp_path / "serve.json"
+    resolved.write_text('{"handler": "app:M", "max_body_bytes": 2048}')
+    (tmp_path / "hub.yaml").write_text("serve:\n  handler: app:M\n  max_body_bytes: 4096\n")
+
+    assert read_serve_config(tmp_path, resolved=resolved).max_body_bytes == 2048
+    assert read_serve_config(tmp_path, resolved=tmp_path / "absent.json").max_body_bytes == 4096
+
+
+def test_an_image_built_before_the_body_limit_existed_still_reads_its_serve_json(tmp_path):
+    resolved = tmp_path / "serve.json"
+    resolved.write_text('{"handler": "app:M", "port": 8080, "health_path": "/health", "ready_path": "/ready",'
+                        ' "max_batch_size": 1, "max_wait_ms": 0, "input_defaults": {}}')
+    assert read_serve_config(tmp_path, resolved=resolved).max_body_bytes is None
+
+
+def test_the_body_limit_comes_from_the_flag_then_the_runner_then_the_manifest():
+    config = ServeConfig(handler="a:B", max_body_bytes=4096)
+
+    assert max_body_bytes(100, config, environ={"HUB_MAX_BODY_BYTES": "200"}) == 100
+    assert max_body_bytes(None, config, environ={"HUB_MAX_BODY_BYTES": "200"}) == 200
+    assert max_body_bytes(None, config, environ={}) == 4096
+    assert max_body_bytes(None, ServeConfig(handler="a:B"), environ={}) == DEFAULT_MAX_BODY_BYTES == 1024 * 1024

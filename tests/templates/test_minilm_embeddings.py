@@ -113,3 +113,10 @@ def _batch_counts(server) -> tuple[float, float]:
     count = re.search(r"^hub_batch_size_count (\S+)$", text, re.M)
     total = re.search(r"^hub_batch_size_sum (\S+)$", text, re.M)
     return (float(count.group(1)), float(total.group(1))) if count else (0.0, 0.0)
+
+
+def test_a_full_batch_of_long_inputs_fits_under_its_body_limit(embeddings):
+    # 257 inputs of 8,192 characters: over the harness's default 1 MiB, under serve.max_body_bytes
+    # (8 MiB), so the handler itself answers (one input too many) instead of a 413.
+    status, body = embeddings.post_json("/v1/embeddings", {"input": ["a" * 8192] * 257})
+    assert status == 422 and "at most 256" in body["error"]["message"], body

@@ -157,7 +157,25 @@ def test_it_refuses_a_checkpoint_whose_content_does_not_match_its_name(run_templ
             pass
 
 
-def test_it_will_not_start_without_a_model_path(run_template):
-    with pytest.raises(TemplateFailedToStart, match="MODEL_PATH is not set"):
+def test_it_will_not_start_without_a_model_path_or_a_built_checkpoint(run_template):
+    with pytest.raises(TemplateFailedToStart, match="MODEL_PATH is not set and .*build-output holds no checkpoint"):
         with run_template("text-generator", env={"MODEL_PATH": ""}, ready_timeout=60):
             pass
+
+
+def test_without_a_model_path_it_serves_the_checkpoint_its_build_trained(run_template, trained, tmp_path):
+    # What the image build leaves behind: train.py's checkpoint in build-output/ beside the handler.
+    built = shutil.copytree(GENERATOR_DIR, tmp_path / "text-generator")
+    (built / "build-output").mkdir()
+    shutil.copy2(trained.checkpoint, built / "build-output" / trained.checkpoint.name)
+    with run_template(built, env={"MODEL_PATH": ""}, ready_timeout=120) as server:
+        status, body = server.get_json("/v1/models")
+    assert status == 200 and body["data"][0]["sha256"] == trained.summary["sha256"]
+
+
+def test_the_build_trains_the_checkpoint_as_its_build_command_says():
+    from templates_catalog.manifest import manifest_from_dir
+
+    command = manifest_from_dir(GENERATOR_DIR).runtime.build_command
+    assert command[:4] == ["python", "train.py", "--output-dir", "build-output"]
+    assert 1 <= int(command[command.index("--steps") + 1]) <= 800

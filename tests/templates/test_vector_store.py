@@ -181,3 +181,16 @@ def test_queries_also_go_through_predict(store, docs):
     status, body = store.post_json("/predict", {"collection": docs, "vector": near(points[2]["vector"]), "k": 1})
 
     assert status == 200 and body["matches"][0]["id"] == "doc-2"
+
+
+def test_without_data_dir_it_keeps_its_collections_on_the_deployments_volume(run_template, tmp_path):
+    volume = tmp_path / "volume"
+    volume.mkdir()
+    with run_template("vector-store", env={"HUB_STORAGE_DIR": str(volume)}) as store:
+        create_collection(store)
+        upsert(store, random_points(3))
+    assert (volume / "docs").is_dir()
+
+    # DATA_DIR, when a person sets it, still wins over the volume.
+    with run_template("vector-store", env={"HUB_STORAGE_DIR": str(volume), "DATA_DIR": str(tmp_path / "chosen")}) as store:
+        assert store.get_json("/collections")[1] == {"collections": []}

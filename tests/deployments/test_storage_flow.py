@@ -1,0 +1,139 @@
+"""`storage` for real: deploy the vector-store fixture, add vectors, stop and restart the
+deployment, and they are still there; delete it, and its volume is gone. Once through the
+process runner (a venv build) and once on a Docker Engine (an image, a named volume)."""
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from deployments.flow import deployment_advance
+from deployments.models import Deployment
+from deployments.nodes import node_add
+from deployments.services import deployment_create, deployment_delete, deployment_restart, deployment_stop
+from runners.docker import volume_name
+from templates_catalog.builds import build_run
+from templates_catalog.models import Build
+from tests.builds.conftest import ROOT, docker_client, publish_folder  # noqa: F401 (docker_client: a fixture)
+
+State = Deployment.State
+VECTOR_STORE = ROOT / "fixtures" / "templates" / "vector-store"
+POINTS = [
+    {"id": "north", "vector": [0.0, 1.0, 0.0], "metadata": {"kept": True}},
+    {"id": "east", "vector": [1.0, 0.0, 0.0]},
+]
+
+
+@pytest.fixture
+def storage_settings(build_settings, tmp_path):
+    from templates_catalog import builds
+
+    build_settings.VAR_DIR = tmp_path / "var"
+    build_settings.DEPLOY_READY_TIMEOUT_SECONDS = 120
+    builds.build_backend.cache_clear()
+    yield build_settings
+    builds.build_backend.cache_clear()
+
+
+def _drive(deployment: Deployment, steps: int = 600) -> Deployment:
+    for _ in range(steps):
+        deployment.refresh_from_db()
+        if deployment.state in (State.RUNNING, State.FAILED, State.STOPPED):
+            break
+        if deployment.state == State.BUILDING and Build.objects.get(pk=deployment.build_id).status == "queued":
+            build_run(build_id=deployment.build_id)  # what the build worker does
+        if deployment_advance(deployment_id=deployment.pk):
+            time.sleep(0.2)
+    return deployment
+
+
+def _call(endpoint: str, path: str, payload: dict | None = None) -> dict:
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(endpoint + path, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return json.loads(answer.read())
+
+
+def _add_vectors(endpoint: str) -> None:
+    _call(endpoint, "/collections", {"name": "docs", "dimension": 3})
+    assert _call(endpoint, "/collections/docs/upsert", {"points": POINTS})["count"] == 2
+
+
+def _nearest(endpoint: str) -> list:
+    answer = _call(endpoint, "/collections/docs/query", {"vector": [0.1, 0.9, 0.0], "k": 2})
+    return [(match["id"], match["metadata"]) for match in answer["matches"]]
+
+
+def _stop_and_restart(deployment: Deployment) -> Deployment:
+    deployment_stop(deployment=deployment)
+    stopped = _drive(deployment)
+    assert stopped.state == State.STOPPED, stopped.reason
+    assert "its volume is kept" in stopped.events.order_by("pk").last().message
+    deployment_restart(deployment=stopped)
+    again = _drive(stopped)
+    assert again.state == State.RUNNING, again.reason
+    return again
+
+
+def _deploy_and_check_persistence(deployment: Deployment) -> Deployment:
+    running = _drive(deployment)
+    assert running.state == State.RUNNING, running.reason
+    _add_vectors(running.endpoint)
+    before = _nearest(running.endpoint)
+    assert before == [("north", {"kept": True}), ("east", {})]
+
+    again = _stop_and_restart(running)
+
+    assert _call(again.endpoint, "/collections/docs")["count"] == 2
+    assert _nearest(again.endpoint) == before
+    return again
+
+
+def _delete(deployment: Deployment) -> None:
+    deployment_delete(deployment=deployment)
+    deployment_advance(deployment_id=deployment.pk)
+    deployment_advance(deployment_id=deployment.pk)  # a deleted, stopped deployment: its leftovers go
+
+
+def test_vectors_survive_a_restart_on_the_process_runner_and_go_with_the_deployment(
+    db, storage_settings, publisher, user_factory
+):
+    from templates_catalog import builds
+
+    storage_settings.BUILD_BACKEND = "venv"
+    builds.build_backend.cache_clear()
+    node_add(name="local", runner="process")
+    version = publish_folder(VECTOR_STORE, publisher)
+    deployment = deployment_create(owner=user_factory(), version=version, inputs={}).deployment
+    run_dir = Path(storage_settings.VAR_DIR) / "runs" / deployment.handle
+    try:
+        _deploy_and_check_persistence(deployment)
+        assert (run_dir / "volume" / "docs").is_dir()  # the collection lives on the volume, not in the build
+    finally:
+        _delete(deployment)
+    assert not run_dir.exists()
+
+
+def test_vectors_survive_a_restart_on_a_docker_node_and_the_volume_goes_with_the_deployment(
+    db, storage_settings, docker_client, publisher, user_factory,  # noqa: F811 (the fixture imported above)
+):
+    from docker.errors import NotFound
+
+    node_add(name="docker-local", runner="docker")
+    version = publish_folder(VECTOR_STORE, publisher)
+    deployment = deployment_create(owner=user_factory(), version=version, inputs={}).deployment
+    volume = volume_name(deployment.handle)
+    try:
+        again = _deploy_and_check_persistence(deployment)
+        container = docker_client.containers.get(f"aihub-{again.handle}")
+        mounts = {mount["Destination"]: mount.get("Name") for mount in container.attrs["Mounts"]}
+        assert mounts == {"/data": volume}
+        assert container.attrs["HostConfig"]["ReadonlyRootfs"] is True
+    finally:
+        _delete(deployment)
+    with pytest.raises(NotFound):
+        docker_client.volumes.get(volume)
+    with pytest.raises(NotFound):
+        docker_client.containers.get(f"aihub-{deployment.handle}")
