@@ -233,6 +233,10 @@ def _verify_options(reference: str, launch: LaunchSpec) -> dict:
         labels={"io.aihub.verify": reference},
     )
     options.pop("device_requests", None)
+    if launch.volume is not None:
+        # A tmpfs where the deployment's volume will be: nothing of the check outlives it.
+        options.pop("volumes", None)
+        options["tmpfs"] = {**options["tmpfs"], launch.volume.path: "rw,nosuid,nodev,size=256m,mode=1777"}
     return options
 
 
@@ -393,7 +397,10 @@ class VenvBackend:
         folder = self._folder(reference)
         with tempfile.TemporaryDirectory(prefix="hub-verify-") as scratch:
             base = {"PATH": f"{folder / 'venv' / 'bin'}:{SYSTEM_PATH}", "HOME": scratch, "LANG": "C.UTF-8"}
-            env = harness_environment(base, harness_parent=folder, extra={**launch.environment, "PORT": str(port), **OFFLINE})
+            storage = {"HUB_STORAGE_DIR": str(Path(scratch) / "volume")} if launch.volume is not None else {}
+            env = harness_environment(
+                base, harness_parent=folder, extra={**launch.environment, **storage, "PORT": str(port), **OFFLINE}
+            )
             log_path = Path(scratch) / "log"
             process = start_in_own_group(command.argv, env=env, log_path=log_path, cwd=command.cwd)
             started = time.monotonic()

@@ -17,22 +17,24 @@ from django.utils import timezone
 from builders.errors import BuildFailed
 from hub_site.backends import runner_for
 from runners.base import NodeUnreachable, Runner, RunnerError, RunPhase, RunState
-from runners.scheduler import NoNodeFits, place
+from runners.scheduler import NoNodeFits, Placement, place
 from templates_catalog.builds import build_request
 from templates_catalog.models import Build
 
 from .models import Deployment, Node
 from .nodes import node_register_local
-from .selectors import node_capacities
+from .selectors import node_capacities, schedulable_capacities
 from .specs import launch_spec_for, manifest_of, resources_of
-from .transitions import TransitionRefused, deployment_transition
+from .transitions import TransitionRefused, deployment_count_restart, deployment_transition
 
 logger = logging.getLogger(__name__)
 State = Deployment.State
-BUILD_POLL_SECONDS = 2.0
-READY_POLL_SECONDS = 1.0
+BUILD_POLL_SECONDS = 2.0  # the longest wait between two looks at a build
+READY_POLL_SECONDS = 1.0  # the longest wait between two looks at the ready path
+FIRST_POLL_SECONDS = 0.1
 READY_REQUEST_TIMEOUT = 2.0
 LOG_TAIL_LINES = 20
+PLACEMENT_ATTEMPTS = 3
 
 
 def deployment_advance(*, deployment_id: int) -> float | None:
@@ -73,7 +75,7 @@ def _await_build(deployment: Deployment) -> float | None:
         deadline = build.created_at + timedelta(seconds=settings.BUILD_TIMEOUT_SECONDS)
         if timezone.now() > deadline:
             return _fail(deployment, f"the build did not finish within {settings.BUILD_TIMEOUT_SECONDS} seconds")
-        return BUILD_POLL_SECONDS
+        return _poll_after(build.created_at, longest=BUILD_POLL_SECONDS)
     if build.status == Build.Status.FAILED:
         return _fail(deployment, f"the build failed: {build.error}")
     how = "already built (cache hit)" if build.cache_hit else "built"
@@ -88,21 +90,38 @@ def _schedule(deployment: Deployment) -> float | None:
     if not Node.objects.exists():
         node_register_local()
     resources = resources_of(manifest_of(deployment))
-    with transaction.atomic():
-        # Node rows locked: two deployments placed at once must not both take the last GPU.
-        nodes = list(Node.objects.select_for_update().filter(schedulable=True).order_by("pk"))
-        if not nodes:
+    passed_over: set[str] = set()
+    for _ in range(PLACEMENT_ATTEMPTS):
+        capacities = [node for node in schedulable_capacities() if node.name not in passed_over]
+        if not capacities and not passed_over:
             return _fail(deployment, "every node is drained: no node takes new deployments; ask the hub's operators")
         try:
-            placement = place(resources, node_capacities(nodes))
+            placement = place(resources, capacities)
         except NoNodeFits as exc:
             return _fail(deployment, str(exc))
-        node = next(node for node in nodes if node.name == placement.node)
+        if _claim(deployment, placement, resources):
+            return None
+        passed_over.add(placement.node)  # taken meanwhile by another placement, or drained
+    return FIRST_POLL_SECONDS  # every choice was taken meanwhile: place again with fresh numbers
+
+
+def _claim(deployment: Deployment, placement: Placement, resources) -> bool:
+    """Move the deployment onto the chosen node if it still fits there. Placement reads
+    every node unlocked (cheap); only the chosen node's row is locked, and its usage read
+    again under that lock, so two placements at once never both take its last GPU."""
+    with transaction.atomic():
+        node = Node.objects.select_for_update().filter(name=placement.node, schedulable=True).first()
+        if node is None:
+            return False
+        try:
+            place(resources, node_capacities([node]))
+        except NoNodeFits:
+            return False
         deployment_transition(
             deployment_id=deployment.pk, to=State.STARTING, expect=(State.SCHEDULING,), node=node,
             price_per_hour=placement.price_per_hour, message=f"placed on {node.name} at {placement.price_per_hour}/hour",
         )
-    return None
+    return True
 
 
 def _start(deployment: Deployment) -> float | None:
@@ -114,7 +133,10 @@ def _start(deployment: Deployment) -> float | None:
     except RunnerError as exc:
         return _fail(deployment, f"the run could not be launched on {deployment.node.name}: {exc}")
     if run.phase == RunPhase.EXITED:
-        return _fail(deployment, exit_reason(runner, run, "exited while starting"))
+        if deployment.restarts == 0:
+            # The first launch: a template that never starts gains nothing from a retry.
+            return _fail(deployment, exit_reason(runner, run, "exited while starting"))
+        return _relaunch_while_starting(runner, deployment, run)
     ready_path = manifest_of(deployment).serve.ready_path
     if run.endpoint and _answers(run.endpoint + ready_path):
         deployment_transition(
@@ -127,7 +149,46 @@ def _start(deployment: Deployment) -> float | None:
         reason = exit_reason(runner, run, f"was not ready at {ready_path} within {timeout} seconds")
         _stop_quietly(runner, deployment.handle)
         return _fail(deployment, reason)
-    return READY_POLL_SECONDS
+    return _poll_after(deployment.started_at, longest=READY_POLL_SECONDS)
+
+
+def _poll_after(since, *, longest: float) -> float:
+    """Look again soon at first (an image already built is a cache hit in a blink; a small
+    model is ready in a second), then less often the longer it takes: a twentieth of the
+    time waited so far, within [FIRST_POLL_SECONDS, longest]."""
+    waited = (timezone.now() - since).total_seconds()
+    return min(longest, max(FIRST_POLL_SECONDS, waited / 20))
+
+
+def _relaunch_while_starting(runner: Runner, deployment: Deployment, run: RunState) -> float | None:
+    """A relaunched run died again before it was ready: that uses up another restart."""
+    used_up = restarts_used_up(runner, deployment, run)
+    if used_up:
+        return _fail(deployment, used_up)
+    try:
+        runner.launch(launch_spec_for(deployment))
+    except RunnerError as exc:
+        return _fail(deployment, f"the run died ({how_it_died(run)}) and could not be relaunched: {exc}")
+    try:
+        deployment_count_restart(
+            deployment_id=deployment.pk,
+            message=f"restarted after {how_it_died(run)} before it was ready",
+        )
+    except TransitionRefused:
+        _stop_quietly(runner, deployment.handle)  # stopped or deleted meanwhile: the new run must not outlive that
+        raise
+    return FIRST_POLL_SECONDS
+
+
+def restarts_used_up(runner: Runner, deployment: Deployment, run: RunState) -> str:
+    """The failure reason when a dead run may not be relaunched any more, else ""."""
+    if deployment.restarts < settings.DEPLOY_MAX_RESTARTS:
+        return ""
+    return exit_reason(runner, run, f"died again after {deployment.restarts} restarts")
+
+
+def how_it_died(run: RunState) -> str:
+    return f"exit code {run.exit_code}" if run.exit_code is not None else f"its run was {run.phase}"
 
 
 def _launched(runner: Runner, deployment: Deployment) -> RunState:

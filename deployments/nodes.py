@@ -74,25 +74,73 @@ def node_register_local() -> Node:
         return existing
 
 
-def node_drain(*, name: str) -> list[Deployment]:
-    """Take a node out of scheduling and move what runs there: each deployment goes back
-    to scheduling (placed elsewhere and started by the flow) and its run here is stopped."""
+def node_drain(*, name: str, enqueue: bool = True) -> list[Deployment]:
+    """Take a node out of scheduling and plan moving what runs there. The moves happen
+    one at a time (`node_drain_step`, a task unless `enqueue` is False): a drain never takes
+    more than one of the node's deployments down at once. Returns them in the order they move."""
+    node = _node_named(name)
+    Node.objects.filter(pk=node.pk).update(schedulable=False)
+    plan = list(_still_on(node))
+    if enqueue and plan:
+        transaction.on_commit(lambda: send_drain_step(name))
+    return plan
+
+
+def node_drain_step(*, name: str, waiting_for: int | None = None) -> int | None:
+    """One step of a drain. While the deployment moved last (`waiting_for`) is still on its
+    way (scheduling, starting elsewhere), wait; once it runs elsewhere, move the next one:
+    stop it here and send it back to scheduling. Returns the deployment to wait for, or None
+    when the drain is over: the node is empty, made schedulable again, or a move failed
+    (the others keep running here rather than fail the same way)."""
+    node = _node_named(name)
+    if node.schedulable:
+        logger.info("drain of %s ended: the node takes deployments again", name)
+        return None
+    if waiting_for is not None:
+        moved = Deployment.objects.filter(pk=waiting_for).first()
+        if moved is not None and moved.state in MOVING:
+            return waiting_for
+        if moved is not None and moved.state == Deployment.State.FAILED:
+            logger.warning("drain of %s stopped: %s failed to move (%s); %d deployment(s) still run there",
+                           name, moved.handle, moved.reason, _still_on(node).count())
+            return None
+    for deployment in _still_on(node):
+        if _move_off(node, deployment):
+            return deployment.pk
+    return None
+
+
+MOVING = (Deployment.State.PENDING, Deployment.State.BUILDING, Deployment.State.SCHEDULING, Deployment.State.STARTING)
+ON_A_NODE = (Deployment.State.STARTING, Deployment.State.RUNNING)
+
+
+def _still_on(node: Node):
+    return Deployment.objects.filter(node=node, state__in=ON_A_NODE, deleted_at__isnull=True).order_by("pk")
+
+
+def _move_off(node: Node, deployment: Deployment) -> bool:
+    try:
+        deployment_transition(
+            deployment_id=deployment.pk, to=Deployment.State.SCHEDULING, expect=ON_A_NODE, node=None, endpoint="",
+            message=f"moving off node {node.name}, which is being drained",
+        )
+    except TransitionRefused:
+        return False  # stopped or moved meanwhile: nothing to do for it
+    _stop_quietly(node, deployment.handle)
+    return True
+
+
+def _node_named(name: str) -> Node:
     node = Node.objects.filter(name=name).first()
     if node is None:
         raise NodeRejected(f"no node named {name!r}; `manage.py node_list` shows them")
-    Node.objects.filter(pk=node.pk).update(schedulable=False)
-    moved = []
-    active = (Deployment.State.STARTING, Deployment.State.RUNNING)
-    for deployment in Deployment.objects.filter(node=node, state__in=active).order_by("pk"):
-        try:
-            moved.append(deployment_transition(
-                deployment_id=deployment.pk, to=Deployment.State.SCHEDULING, expect=active, node=None, endpoint="",
-                message=f"moving off node {name}, which is being drained",
-            ))
-        except TransitionRefused:
-            continue
-        _stop_quietly(node, deployment.handle)
-    return moved
+    return node
+
+
+def send_drain_step(name: str, *, waiting_for: int | None = None, countdown: float = 0) -> None:
+    from .tasks import node_drain_step as node_drain_step_task
+
+    node_drain_step_task.apply_async((name, waiting_for), countdown=countdown)
 
 
 def _stop_quietly(node: Node, handle: str) -> None:

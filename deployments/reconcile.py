@@ -5,13 +5,12 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.conf import settings
 from django.utils import timezone
 
 from hub_site.backends import runner_for
 from runners.base import NodeUnreachable, Runner, RunnerError, RunPhase, RunState
 
-from .flow import exit_reason
+from .flow import how_it_died, restarts_used_up
 from .models import Deployment, Node
 from .specs import launch_spec_for
 from .transitions import TransitionRefused, deployment_transition
@@ -71,10 +70,10 @@ def _node_lost(node: Node, deployments, exc: Exception, report: ReconcileReport)
 
 
 def _revive(runner: Runner, deployment: Deployment, run: RunState, report: ReconcileReport) -> None:
-    how = f"exit code {run.exit_code}" if run.exit_code is not None else f"its run was {run.phase}"
-    if deployment.restarts >= settings.DEPLOY_MAX_RESTARTS:
-        what = f"died again after {deployment.restarts} restarts"
-        _transition(deployment, State.FAILED, exit_reason(runner, run, what), report.failed)
+    how = how_it_died(run)
+    used_up = restarts_used_up(runner, deployment, run)
+    if used_up:
+        _transition(deployment, State.FAILED, used_up, report.failed)
         return
     try:
         runner.launch(launch_spec_for(deployment))

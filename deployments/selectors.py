@@ -4,7 +4,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, FloatField, Q, QuerySet, Sum
+from django.db.models.functions import Cast
 
 from runners.scheduler import NodeCapacity
 from templates_catalog.access import may_manage_deployment
@@ -43,11 +44,14 @@ def deployment_events(deployment: Deployment) -> QuerySet[DeploymentEvent]:
     return DeploymentEvent.objects.filter(deployment=deployment).order_by("at", "pk")
 
 
-def node_usage() -> dict[int, NodeUsage]:
-    """What the deployments holding capacity use on each node: one aggregate query."""
+def node_usage(node_ids: list[int] | None = None) -> dict[int, NodeUsage]:
+    """What the deployments holding capacity use on each node (or only on `node_ids`):
+    one aggregate query."""
+    holding = Deployment.objects.filter(node__isnull=False, state__in=Deployment.HOLDING)
+    if node_ids is not None:
+        holding = holding.filter(node_id__in=node_ids)
     rows = (
-        Deployment.objects.filter(node__isnull=False, state__in=Deployment.HOLDING)
-        .values("node_id")
+        holding.values("node_id")
         .annotate(cpu=Sum("cpu"), memory_gb=Sum("memory_gb"), gpus=Sum("gpus"), deployments=Count("pk"))
     )
     return {
@@ -56,28 +60,42 @@ def node_usage() -> dict[int, NodeUsage]:
     }
 
 
+def schedulable_capacities() -> list[NodeCapacity]:
+    """The free capacity of every schedulable node in two queries, read as plain rows with
+    the numbers cast to floats by the database: the scheduler reads every node for each
+    placement, and a thousand model instances (or Decimals) cost more than placing."""
+    rows = Node.objects.filter(schedulable=True).order_by("pk").values_list(
+        "pk", "name", "price_per_hour", Cast("cpus", FloatField()), Cast("memory_gb", FloatField()), "gpus", "gpu_model",
+    )
+    usage = node_usage()
+    return [_capacity(name, price, cpus, memory, gpus, model, usage.get(pk)) for pk, name, price, cpus, memory, gpus, model in rows]
+
+
 def node_capacities(nodes: list[Node], *, totals: bool = False) -> list[NodeCapacity]:
-    """Each node's free capacity (or, with `totals`, all of it: what could ever fit).
-    GPUs are whole; the used ones are counted off the largest, the cautious guess."""
-    usage = {} if totals else node_usage()
-    capacities = []
-    for node in nodes:
-        used = usage.get(node.pk, NodeUsage())
-        gpus = sorted(float(memory) for memory in node.gpus)
-        free_gpus = gpus[: max(len(gpus) - used.gpus, 0)]
-        capacities.append(
-            NodeCapacity(
-                name=node.name,
-                price_per_hour=node.price_per_hour,
-                cpus_free=float(node.cpus - used.cpu),
-                memory_free_gb=float(node.memory_gb - used.memory_gb),
-                gpus_free=tuple(free_gpus),
-                gpu_model=node.gpu_model,
-                cpus_total=float(node.cpus),
-                memory_total_gb=float(node.memory_gb),
-            )
-        )
-    return capacities
+    """Each node's free capacity (or, with `totals`, all of it: what could ever fit)."""
+    usage = {} if totals else node_usage([node.pk for node in nodes] if len(nodes) == 1 else None)
+    return [
+        _capacity(node.name, node.price_per_hour, float(node.cpus), float(node.memory_gb), node.gpus, node.gpu_model,
+                  usage.get(node.pk))
+        for node in nodes
+    ]
+
+
+def _capacity(name: str, price: Decimal, cpus: float, memory_gb: float, gpus: list, gpu_model: str,
+              used: NodeUsage | None) -> NodeCapacity:
+    # GPUs are whole; the used ones are counted off the largest, the cautious guess.
+    used = used or NodeUsage()
+    sizes = sorted(float(memory) for memory in gpus)
+    return NodeCapacity(
+        name=name,
+        price_per_hour=price,
+        cpus_free=cpus - float(used.cpu),
+        memory_free_gb=memory_gb - float(used.memory_gb),
+        gpus_free=tuple(sizes[: max(len(sizes) - used.gpus, 0)]),
+        gpu_model=gpu_model,
+        cpus_total=cpus,
+        memory_total_gb=memory_gb,
+    )
 
 
 def schedulable_nodes() -> QuerySet[Node]:

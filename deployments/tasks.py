@@ -1,8 +1,10 @@
 from celery import shared_task
 from django.conf import settings
 
-from . import flow, reconcile
+from . import flow, nodes, reconcile
 from .transitions import send_progress
+
+DRAIN_POLL_SECONDS = 2.0
 
 
 # Each step checks what is already done (the state, the runner's status) before acting,
@@ -17,6 +19,15 @@ def deployment_progress(deployment_id: int) -> None:
 @shared_task(name="deployments.deployments_reconcile")
 def deployments_reconcile() -> dict:
     return vars(reconcile.deployments_reconcile())
+
+
+# A step moves at most one deployment and checks the state before acting: redelivery is harmless.
+@shared_task(name="deployments.node_drain_step", acks_late=True, reject_on_worker_lost=True)
+def node_drain_step(name: str, waiting_for: int | None = None) -> int | None:
+    next_wait = nodes.node_drain_step(name=name, waiting_for=waiting_for)
+    if next_wait is not None:
+        nodes.send_drain_step(name, waiting_for=next_wait, countdown=DRAIN_POLL_SECONDS)
+    return next_wait
 
 
 def register_beat_tasks() -> None:

@@ -68,6 +68,23 @@ def deployment_transition(
     return deployment
 
 
+def deployment_count_restart(*, deployment_id: int, message: str) -> Deployment:
+    """A run relaunched while its deployment was still `starting` (it died before it was
+    ready): one more restart, and the ready timeout counts afresh. The state stays
+    `starting`, so this is not a move of ALLOWED; the event log still shows it."""
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().get(pk=deployment_id)
+        if deployment.state != State.STARTING:
+            raise TransitionRefused(f"{deployment.handle} is {deployment.state}, not starting")
+        deployment.restarts += 1
+        deployment.started_at = timezone.now()
+        deployment.save(update_fields=["restarts", "started_at"])
+        DeploymentEvent.objects.create(
+            deployment=deployment, from_state=State.STARTING, to_state=State.STARTING, message=message
+        )
+    return deployment
+
+
 def _implied_fields(to: str, message: str) -> dict:
     now = timezone.now()
     if to == State.PENDING:

@@ -197,7 +197,13 @@ class ProcessRunner:
 
     def remove(self, deployment: str) -> None:
         self.stop(deployment)
-        shutil.rmtree(self._run_dir(deployment), ignore_errors=True)
+        run_dir = self._run_dir(deployment)
+        pids = _read_pids(run_dir) if (run_dir / PID).exists() else None
+        if pids:
+            # The supervisor writes the exit code once its child is gone: let it finish, or
+            # its last write lands in a folder being deleted and keeps the folder alive.
+            _wait_for(lambda: not _alive(pids[2], pids[3]), self.stop_grace)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
     def list(self) -> list[RunState]:
         if not self.run_root.is_dir():

@@ -77,20 +77,19 @@ def build_run(*, build_id: int) -> Build:
         return _finish_failed(build.pk, f"the build crashed ({type(exc).__name__}: {exc}); report it to the hub's operators",
                               failure_kind=Build.FailureKind.HUB)
     log.close()
-    Build.objects.filter(pk=build.pk).update(
-        status=Build.Status.SUCCEEDED,
+    return _finish(
+        build.pk,
+        Build.Status.SUCCEEDED,
         cache_key=outcome.cache_key,
         cache_hit=outcome.cache_hit,
         lock=[asdict(wheel) for wheel in outcome.lock],
         system_lock=[asdict(deb) for deb in outcome.debs],
         image_reference=outcome.image.reference,
         image_digest=outcome.image.digest,
-        finished_at=timezone.now(),
         duration_seconds=outcome.seconds,
         verified=verification.verified,
         ready_seconds=verification.ready_seconds,
     )
-    return Build.objects.get(pk=build.pk)
 
 
 def _start(build_id: int) -> Build | None:
@@ -100,21 +99,18 @@ def _start(build_id: int) -> Build | None:
         if build is None or build.finished:
             return build
         if build.attempts >= MAX_ATTEMPTS:
-            build.status = Build.Status.FAILED
-            build.error = f"the build was interrupted {build.attempts} times (a worker died each time); request it again"
-            build.failure_kind = Build.FailureKind.HUB
-            build.finished_at = timezone.now()
-            build.save()
-            return build
-        build.status = Build.Status.RUNNING
-        build.attempts += 1
-        build.started_at = timezone.now()
+            reason = f"the build was interrupted {build.attempts} times (a worker died each time); request it again"
+            return build_transition(
+                build_id=build.pk, to=Build.Status.FAILED, error=reason, failure_kind=Build.FailureKind.HUB
+            )
+        attempt = build.attempts + 1
         # A retried build keeps the backend its first attempt chose.
-        build.backend_used = build.backend_used or build_backend_resolve(build.backend)
-        asked = f" (asked: {build.backend})" if build.backend != build.backend_used else ""
-        build.log += f"--- attempt {build.attempts} on {build.backend_used}{asked}, base image {build.base_image}\n"
-        build.save()
-        return build
+        backend_used = build.backend_used or build_backend_resolve(build.backend)
+        asked = f" (asked: {build.backend})" if build.backend != backend_used else ""
+        return build_transition(
+            build_id=build.pk, to=Build.Status.RUNNING, attempts=attempt, backend_used=backend_used,
+            log=build.log + f"--- attempt {attempt} on {backend_used}{asked}, base image {build.base_image}\n",
+        )
 
 
 def _execute(build: Build, log: "_LogWriter"):
@@ -164,27 +160,79 @@ def _labels(version: TemplateVersion) -> dict[str, str]:
 
 def _finish_failed(build_id: int, reason: str, *, failure_kind: str, verify_log: str = "",
                    verified: bool | None = None) -> Build:
-    Build.objects.filter(pk=build_id).update(
-        status=Build.Status.FAILED, error=reason, finished_at=timezone.now(), failure_kind=failure_kind,
-        verify_log=verify_log, verified=verified,
+    return _finish(
+        build_id, Build.Status.FAILED, error=reason, failure_kind=failure_kind, verify_log=verify_log, verified=verified
     )
-    build = Build.objects.get(pk=build_id)
-    if build.started_at:
-        Build.objects.filter(pk=build_id).update(duration_seconds=(build.finished_at - build.started_at).total_seconds())
-    return Build.objects.get(pk=build_id)
+
+
+def _finish(build_id: int, to: str, **fields) -> Build:
+    try:
+        return build_transition(build_id=build_id, to=to, **fields)
+    except BuildTransitionRefused as exc:
+        # The reaper failed it meanwhile (it ran past BUILD_TIMEOUT_SECONDS): that verdict stands.
+        logger.warning("build outcome not recorded: %s", exc)
+        return Build.objects.get(pk=build_id)
 
 
 def builds_reap_stale() -> int:
     """Fail builds whose worker vanished without the broker redelivering them, so none
     stays `running` (or `queued`) forever."""
     deadline = timezone.now() - timedelta(seconds=settings.BUILD_TIMEOUT_SECONDS)
-    stale = Build.objects.filter(status__in=Build.ACTIVE, created_at__lt=deadline)
-    return stale.update(
-        status=Build.Status.FAILED,
-        error=f"the build did not finish within {settings.BUILD_TIMEOUT_SECONDS} seconds; request it again",
-        failure_kind=Build.FailureKind.HUB,
-        finished_at=timezone.now(),
+    return builds_fail_where(
+        Build.objects.filter(created_at__lt=deadline),
+        reason=f"the build did not finish within {settings.BUILD_TIMEOUT_SECONDS} seconds; request it again",
     )
+
+
+# --- the one place that writes Build.status -------------------------------------------
+
+Status = Build.Status
+BUILD_ALLOWED: dict[str, frozenset[str]] = {
+    Status.QUEUED: frozenset({Status.RUNNING, Status.FAILED}),
+    # running → running: a redelivered build whose worker died starts its next attempt.
+    Status.RUNNING: frozenset({Status.RUNNING, Status.SUCCEEDED, Status.FAILED}),
+    Status.SUCCEEDED: frozenset(),
+    Status.FAILED: frozenset(),
+}
+
+
+class BuildTransitionRefused(Exception):
+    """The move is not allowed from the build's current status; the message says why."""
+
+
+def build_transition(*, build_id: int, to: str, **fields) -> Build:
+    """Move a build to `to`, checked against BUILD_ALLOWED, with the timestamps that go
+    with it (started_at on running; finished_at and the duration on success or failure)."""
+    with transaction.atomic():
+        build = Build.objects.select_for_update().get(pk=build_id)
+        if to not in BUILD_ALLOWED[build.status]:
+            raise BuildTransitionRefused(f"build {build.pk} cannot go from {build.status} to {to}")
+        if to == Status.FAILED and not fields.get("error"):
+            raise ValueError("a failed build needs an error a person can act on")
+        for name, value in {**_implied_build_fields(build, to), **fields}.items():
+            setattr(build, name, value)
+        build.status = to
+        build.save()
+    return build
+
+
+def builds_fail_where(queryset, *, reason: str, failure_kind: str = Build.FailureKind.HUB) -> int:
+    """Fail, in one UPDATE, every build of `queryset` that may still move to failed
+    (a reaper fails many at once); returns how many. The same table decides as above."""
+    may_fail = [status for status, allowed in BUILD_ALLOWED.items() if Status.FAILED in allowed]
+    return queryset.filter(status__in=may_fail).update(
+        status=Status.FAILED, error=reason, failure_kind=failure_kind, finished_at=timezone.now()
+    )
+
+
+def _implied_build_fields(build: Build, to: str) -> dict:
+    now = timezone.now()
+    if to == Status.RUNNING:
+        return {"started_at": now}
+    if to in (Status.SUCCEEDED, Status.FAILED):
+        duration = (now - build.started_at).total_seconds() if build.started_at else None
+        return {"finished_at": now, "duration_seconds": duration}
+    return {}
 
 
 class _LogWriter:

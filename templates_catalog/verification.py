@@ -12,7 +12,7 @@ from hub_site.backends import build_backend
 from runners.base import LaunchSpec
 
 from .models import Build
-from .specs import manifest_of, resources_of, template_spec_of
+from .specs import manifest_of, resources_of, template_spec_of, volume_of
 
 # Nothing answers here: a template that calls what it requires while starting fails its check.
 UNREACHABLE_URL = "http://127.0.0.1:9"
@@ -45,6 +45,8 @@ def build_verify(*, build: Build, outcome: BuildOutcome, log: Callable[[str], No
         ready_path=spec.serve.ready_path,
         resources=resources_of(manifest),
         environment={requirement.env_var: UNREACHABLE_URL for requirement in version.requirements.all()},
+        # A throw-away stand-in for the deployment's volume: the check keeps nothing.
+        volume=volume_of(manifest),
     )
     seconds = build_backend(build.backend_used).verify_starts(
         outcome.image.reference, launch=launch, timeout=settings.BUILD_VERIFY_TIMEOUT_SECONDS, log=log

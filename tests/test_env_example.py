@@ -1,6 +1,7 @@
 """`.env.example` lists every setting the hub reads, and its values are accepted."""
 
 import re
+import secrets
 import subprocess
 import sys
 
@@ -42,7 +43,8 @@ def test_env_example_lists_nothing_the_hub_does_not_read():
 
 
 def test_a_copy_of_env_example_gives_valid_settings(tmp_path):
-    # Paths point into the test's folder so nothing is created under /srv.
+    # Paths point into the test's folder so nothing is created under /srv, and the secret is
+    # a real one: the example's placeholder is refused on purpose (tests/test_env_settings.py).
     result = subprocess.run(
         [sys.executable, "-c", "from django.conf import settings; print(settings.DEBUG, settings.DATABASES['default']['ENGINE'], settings.BUILD_BACKEND)"],
         env={
@@ -52,6 +54,7 @@ def test_a_copy_of_env_example_gives_valid_settings(tmp_path):
             "ARTIFACT_ROOT": str(tmp_path / "artifacts"),
             "WHEELHOUSE_DIR": str(tmp_path / "wheelhouse"),
             "DEB_CACHE_DIR": str(tmp_path / "debs"),
+            "SECRET_KEY": secrets.token_urlsafe(50),
             "PATH": "/usr/bin:/bin",
         },
         cwd=settings.BASE_DIR,

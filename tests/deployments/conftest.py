@@ -84,4 +84,4 @@ def drive(deployment: Deployment, *, until=(Deployment.State.RUNNING,), steps: i
 
 
 # The build fixtures (echo template, wheelhouse settings) are shared with the build tests.
-from tests.builds.conftest import build_settings, echo_template  # noqa: E402,F401
+from tests.builds.conftest import build_settings, docker_client, echo_template  # noqa: E402,F401

@@ -7,6 +7,7 @@ from deployments.models import Deployment
 from templates_catalog.models import ApiToken
 from templates_catalog.services import api_token_create, api_token_create_personal, template_version_yank
 
+from . import fakes
 from .conftest import drive
 
 URL = "/api/v1/deployments/"
@@ -53,6 +54,20 @@ def test_the_same_key_twice_answers_200_with_the_same_deployment(deploy):
 
     assert (first.status_code, second.status_code) == (201, 200)
     assert first.json()["id"] == second.json()["id"] and Deployment.objects.count() == 1
+
+
+def test_asking_for_more_than_any_node_has_answers_failed_at_once_with_the_reason(deploy, publish, node_factory):
+    node_factory("gpu-box", cpus=16, memory_gb=64, gpus=fakes.gpus(1, 24))
+    publish(name="llm", resources={"gpus": 2, "gpu_memory_gb": 40, "cpu": 8, "memory_gb": 32})
+
+    response = deploy({"template": "llm"})
+
+    body = response.json()
+    # Created (it is on record, with its event log), but failed before any build or placement.
+    assert response.status_code == 201 and body["state"] == "failed", body
+    assert "can never start" in body["reason"] and "needs 2 GPUs with 40 GB" in body["reason"]
+    assert "gpu-box" in body["reason"]
+    assert body["node"] is None and Deployment.objects.get(handle=body["id"]).build_id is None
 
 
 def test_without_a_token_it_answers_401(client, version):

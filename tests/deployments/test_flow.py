@@ -2,12 +2,15 @@
 schedule on the cheapest node that fits, launch, wait for ready, stop, restart, delete."""
 
 import urllib.request
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 
-from deployments.flow import deployment_advance
-from deployments.models import Deployment
-from deployments.selectors import deployments_of
+from deployments import flow
+from deployments.flow import BUILD_POLL_SECONDS, FIRST_POLL_SECONDS, deployment_advance
+from deployments.models import Deployment, Node
+from deployments.selectors import deployments_of, node_capacities
 from deployments.services import (
     DeploymentConflict,
     deployment_create,
@@ -15,6 +18,7 @@ from deployments.services import (
     deployment_restart,
     deployment_stop,
 )
+from templates_catalog.models import Build
 
 from . import fakes
 from .conftest import drive, finish_build
@@ -59,6 +63,20 @@ def test_placement_counts_what_already_runs(owner, version, node_factory):
     assert (first.node.name, second.node.name) == ("cheap", "pricey")
 
 
+def test_a_node_taken_meanwhile_is_checked_again_under_its_lock_and_passed_over(owner, version, node_factory, monkeypatch):
+    node_factory("cheap", price="0.50", cpus=3, memory_gb=8)
+    node_factory("pricey", price="3.00")
+    first = drive(_deploy(owner, version))
+    # A stale read: placement sees every node empty, as if `first` had not been placed yet.
+    stale = lambda: node_capacities(list(Node.objects.order_by("pk")), totals=True)  # noqa: E731
+    monkeypatch.setattr(flow, "schedulable_capacities", stale)
+
+    second = drive(_deploy(owner, version))
+
+    assert (first.node.name, second.node.name) == ("cheap", "pricey")
+    assert Deployment.objects.filter(node__name="cheap", state=State.RUNNING).count() == 1
+
+
 def test_when_capacity_runs_out_scheduling_fails_with_the_reason(owner, version, node_factory):
     node_factory("only", cpus=3, memory_gb=8)
     drive(_deploy(owner, version))
@@ -74,7 +92,10 @@ def test_a_failed_build_fails_the_deployment_with_the_builds_reason(owner, versi
     deployment_advance(deployment_id=deployment.pk)
     deployment.refresh_from_db()
     assert deployment.state == State.BUILDING
-    assert deployment_advance(deployment_id=deployment.pk) == 2.0  # still building: look again later
+    # Still building: look again soon (a cache hit takes a blink), less often as the build goes on.
+    assert deployment_advance(deployment_id=deployment.pk) == FIRST_POLL_SECONDS
+    Build.objects.filter(pk=deployment.build_id).update(created_at=timezone.now() - timedelta(minutes=5))
+    assert deployment_advance(deployment_id=deployment.pk) == BUILD_POLL_SECONDS
 
     finish_build(deployment, error="numpy==9.9 has no wheel for Python 3.11")
     deployment_advance(deployment_id=deployment.pk)

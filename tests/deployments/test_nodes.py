@@ -5,7 +5,11 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
+from deployments import nodes
+from deployments.flow import deployment_advance
+from deployments.management.commands import node_drain as drain_command
 from deployments.models import Deployment, Node
+from deployments.nodes import node_drain, node_drain_step
 from deployments.services import deployment_create
 
 from . import fakes
@@ -60,20 +64,103 @@ def test_node_list_shows_capacity_use_and_price(node_factory, user_factory, vers
     assert "2/8" in line and "4/32" in line and "1.25" in line and "never" in line
 
 
-def test_node_drain_moves_running_deployments_elsewhere(node_factory, user_factory, version):
+def test_node_drain_moves_running_deployments_elsewhere(node_factory, user_factory, version, monkeypatch):
     old = node_factory("old", price="0.10")
     node_factory("new", price="5.00")
     deployment = drive(deployment_create(owner=user_factory(), version=version, inputs={}).deployment)
     assert deployment.node == old
+    # While the command waits, the flow's workers place and start what it moved.
+    monkeypatch.setattr(drain_command.time, "sleep", lambda seconds: drive(deployment))
+    out = io.StringIO()
 
-    call_command("node_drain", "old", stdout=io.StringIO())
+    call_command("node_drain", "old", "--wait", stdout=out)
 
     deployment.refresh_from_db()
-    assert deployment.state == Deployment.State.SCHEDULING and "drained" in deployment.events.last().message
+    assert deployment.state == Deployment.State.RUNNING and deployment.node.name == "new"
+    assert "moving off node old" in deployment.events.filter(to_state="scheduling").last().message
     assert fakes.ENGINES["fake://old"].runs[deployment.handle].phase == "stopped"
-    moved = drive(deployment)
-    assert moved.state == Deployment.State.RUNNING and moved.node.name == "new"
     assert not Node.objects.get(name="old").schedulable
+    assert out.getvalue().splitlines() == [
+        f"old takes no new deployments; 1 to move, one at a time: {deployment.handle}",
+        f"moving {deployment.handle}",
+        f"{deployment.handle} is running on new",
+        "drain of old over: 0 deployment(s) still run there",
+    ]
+
+
+def test_node_drain_without_wait_only_plans_and_hands_the_moves_to_a_task(
+    node_factory, user_factory, version, django_capture_on_commit_callbacks, monkeypatch
+):
+    node_factory("old", price="0.10")
+    node_factory("new", price="5.00")
+    deployment = drive(deployment_create(owner=user_factory(), version=version, inputs={}).deployment)
+    sent = []
+    monkeypatch.setattr(nodes, "send_drain_step", lambda name, **kwargs: sent.append(name))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_command("node_drain", "old", stdout=io.StringIO())
+
+    assert sent == ["old"]
+    deployment.refresh_from_db()
+    assert deployment.state == Deployment.State.RUNNING and deployment.node.name == "old"  # not moved by the command
+
+
+def _drain_watching_in_flight(name: str, deployments: list[Deployment]) -> tuple[list[int], int]:
+    """Drain step by step, as the task would, while the flow advances every deployment one
+    step between drain steps. Returns the moves in order and the most in flight at once."""
+    moves, most_in_flight, waiting = [], 0, None
+    for _ in range(500):
+        waiting = node_drain_step(name=name, waiting_for=waiting)
+        if waiting is None:
+            break
+        if waiting not in moves:
+            moves.append(waiting)
+        for deployment in deployments:
+            deployment_advance(deployment_id=deployment.pk)
+        states = list(Deployment.objects.filter(pk__in=[d.pk for d in deployments]).values_list("state", flat=True))
+        most_in_flight = max(most_in_flight, sum(state != Deployment.State.RUNNING for state in states))
+    return moves, most_in_flight
+
+
+def test_a_drain_moves_one_deployment_at_a_time(node_factory, user_factory, version):
+    node_factory("old", price="0.10")
+    node_factory("new", price="5.00")
+    deployments = [drive(deployment_create(owner=user_factory(), version=version, inputs={}).deployment) for _ in range(3)]
+    assert {deployment.node.name for deployment in deployments} == {"old"}
+
+    plan = node_drain(name="old", enqueue=False)
+    moves, most_in_flight = _drain_watching_in_flight("old", deployments)
+
+    assert [deployment.pk for deployment in plan] == moves == [deployment.pk for deployment in deployments]
+    assert most_in_flight == 1  # never two of the node's deployments down at once
+    assert set(Deployment.objects.values_list("state", "node__name")) == {("running", "new")}
+    assert {run.phase for run in fakes.ENGINES["fake://old"].runs.values()} == {"stopped"}
+
+
+def test_a_move_that_fails_stops_the_drain_and_the_rest_keep_running(node_factory, user_factory, version):
+    node_factory("old", price="0.10")
+    node_factory("small", price="5.00", cpus=2, memory_gb=8)  # room for one of them only
+    deployments = [drive(deployment_create(owner=user_factory(), version=version, inputs={}).deployment) for _ in range(3)]
+
+    node_drain(name="old", enqueue=False)
+    moves, most_in_flight = _drain_watching_in_flight("old", deployments)
+
+    first, second, third = (Deployment.objects.get(pk=deployment.pk) for deployment in deployments)
+    assert moves == [first.pk, second.pk] and most_in_flight == 1
+    assert (first.state, first.node.name) == ("running", "small")
+    assert second.state == "failed" and "needs 2 CPUs" in second.reason
+    assert (third.state, third.node.name) == ("running", "old")
+
+
+def test_a_drain_ends_when_the_node_takes_deployments_again(node_factory, user_factory, version):
+    node_factory("old", price="0.10")
+    node_factory("new", price="5.00")
+    deployments = [drive(deployment_create(owner=user_factory(), version=version, inputs={}).deployment) for _ in range(2)]
+    node_drain(name="old", enqueue=False)
+    Node.objects.filter(name="old").update(schedulable=True)
+
+    assert node_drain_step(name="old") is None
+    assert set(Deployment.objects.filter(pk__in=[d.pk for d in deployments]).values_list("node__name", flat=True)) == {"old"}
 
 
 def test_node_drain_of_an_unknown_node_says_so(db):

@@ -118,3 +118,43 @@ def test_it_reads_every_deployment_in_one_query(running, django_assert_num_queri
         drive(deployment_create(owner=user_factory(), version=version, inputs={}).deployment)
     with django_assert_num_queries(3):
         deployments_reconcile()
+
+
+def test_a_relaunched_run_that_dies_before_ready_uses_up_the_remaining_restarts(running, settings):
+    deployment, engine = running
+    engine.kill(deployment.handle, 137)
+    engine.exits_on_launch = 1  # every relaunch crashes before it is ready
+
+    deployments_reconcile()
+    failed = drive(deployment)
+
+    assert failed.state == State.FAILED and failed.restarts == settings.DEPLOY_MAX_RESTARTS == 2
+    assert f"died again after {settings.DEPLOY_MAX_RESTARTS} restarts with exit code 1" in failed.reason
+    assert "Traceback: model weights not found" in failed.reason  # its last log lines
+    # The first launch, the reconciler's relaunch, and one more by the flow: no more than allowed.
+    assert engine.launches == [deployment.handle] * 3
+    messages = list(failed.events.values_list("from_state", "to_state", "message"))
+    assert ("running", "starting", "restarted after exit code 137") in messages
+    assert ("starting", "starting", "restarted after exit code 1 before it was ready") in messages
+
+
+def test_a_relaunched_run_that_crashes_once_more_then_starts_ends_up_running(running):
+    deployment, engine = running
+    engine.kill(deployment.handle, 137)
+    engine.exits_on_launch = 1
+    deployments_reconcile()
+    engine.exits_on_launch = None  # the next relaunch is healthy (a node briefly short of memory, say)
+
+    recovered = drive(deployment)
+
+    assert recovered.state == State.RUNNING and recovered.restarts == 2, recovered.reason
+    assert len(engine.launches) == 3
+
+
+def test_a_first_launch_that_exits_still_fails_at_once(user_factory, version, node_factory):
+    engine = fakes.ENGINES[node_factory(exits_on_launch=3).engine_url]
+
+    failed = drive(deployment_create(owner=user_factory(), version=version, inputs={}).deployment)
+
+    assert failed.state == State.FAILED and failed.restarts == 0 and "exited while starting with exit code 3" in failed.reason
+    assert len(engine.launches) == 1
