@@ -77,33 +77,13 @@ def _assert_serves_hardened(client, reference: str, env: dict) -> None:
 
 
 def test_a_template_shipping_its_own_harness_package_is_still_served_by_the_hubs(db, docker_client, build_settings, echo_template):
-    import json
-    import urllib.request
 
     build = _built(echo_template(name="shadow", handler=WHICH_HARNESS_HANDLER, files=SHADOW_HARNESS))
     assert build.status == "succeeded", build.error + build.log_tail()
 
-    port = free_port()
-    container = docker_client.containers.run(
-        build.image_reference, detach=True, ports={"8080/tcp": ("127.0.0.1", port)}, read_only=True, cap_drop=["ALL"],
-    )
-    try:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=b'"hi"', headers={"Content-Type": "application/json"})
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    answer = json.loads(response.read())
-                break
-            except OSError:
-                container.reload()
-                if container.status == "exited" or time.monotonic() > deadline:
-                    pytest.fail("the image did not serve:\n" + container.logs().decode()[-2000:])
-                time.sleep(0.3)
-        assert answer == {"echo": "hi", "harness": "/opt/hub/harness/__init__.py"}
-        assert "pwned" not in container.logs().decode()
-    finally:
-        container.remove(force=True)
+    answer, logs = _predict_in_the_image(docker_client, build.image_reference, "hi")
+    assert answer == {"echo": "hi", "harness": "/opt/hub/harness/__init__.py"}
+    assert "pwned" not in logs
 
 
 def test_building_the_same_version_again_is_a_cache_hit_that_builds_nothing(db, docker_client, build_settings, echo_template, monkeypatch):
@@ -231,33 +211,13 @@ def test_a_template_whose_handler_does_not_exist_fails_its_build(db, docker_clie
 
 
 def test_the_build_command_runs_as_the_app_user_and_its_output_is_in_the_image(db, docker_client, build_settings, echo_template):
-    import json
-    import urllib.request
 
     version = echo_template(name="built", handler=BUILT_HANDLER, files={"build.py": BUILD_SCRIPT}, build_command=BUILT_COMMAND)
     build = _built(version)
     assert build.status == "succeeded", build.error + build.log_tail()
 
-    port = free_port()
-    container = docker_client.containers.run(
-        build.image_reference, detach=True, ports={"8080/tcp": ("127.0.0.1", port)}, read_only=True, cap_drop=["ALL"],
-    )
-    try:
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=b'"hi"', headers={"Content-Type": "application/json"})
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(request, timeout=5) as response:
-                    answer = json.loads(response.read())
-                break
-            except OSError:
-                container.reload()
-                if container.status == "exited" or time.monotonic() > deadline:
-                    pytest.fail("the image did not serve:\n" + container.logs().decode()[-2000:])
-                time.sleep(0.3)
-        assert answer == {"echo": "hi", "greeting": "built by uid 65532 in template"}
-    finally:
-        container.remove(force=True)
+    answer, _ = _predict_in_the_image(docker_client, build.image_reference, "hi")
+    assert answer == {"echo": "hi", "greeting": "built by uid 65532 in template"}
 
 
 # Both run inside the build: one tries to rewrite the template's own code, the other to reach the network.
@@ -274,3 +234,30 @@ def test_the_build_command_can_neither_rewrite_the_template_nor_reach_the_networ
     assert build.status == "failed"
     assert build.error == "a build step failed: The command 'python build.py' returned a non-zero code: 1"
     assert phrase in build.log_tail(), build.log_tail()
+
+
+def _predict_in_the_image(docker_client, image: str, item: str) -> tuple[object, str]:
+    """Run the image read-only with no capabilities, POST one item to /predict once it
+    serves; the answer and the container's log. The container is always removed."""
+    import json
+    import urllib.request
+
+    port = free_port()
+    container = docker_client.containers.run(
+        image, detach=True, ports={"8080/tcp": ("127.0.0.1", port)}, read_only=True, cap_drop=["ALL"],
+    )
+    try:
+        body = json.dumps(item).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/predict", data=body, headers={"Content-Type": "application/json"})
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(request, timeout=5) as response:
+                    return json.loads(response.read()), container.logs().decode()
+            except OSError:
+                container.reload()
+                if container.status == "exited" or time.monotonic() > deadline:
+                    pytest.fail("the image did not serve:\n" + container.logs().decode()[-2000:])
+                time.sleep(0.3)
+    finally:
+        container.remove(force=True)

@@ -83,5 +83,22 @@ def drive(deployment: Deployment, *, until=(Deployment.State.RUNNING,), steps: i
     return deployment
 
 
+def drive_for_real(deployment: Deployment, *, steps: int = 600, pause: float = 0.2) -> Deployment:
+    """Run the flow's steps as its task would, and a queued build as the build worker would."""
+    import time
+
+    from templates_catalog.builds import build_run
+
+    for _ in range(steps):
+        deployment.refresh_from_db()
+        if deployment.state in (Deployment.State.RUNNING, Deployment.State.FAILED, Deployment.State.STOPPED):
+            break
+        if deployment.state == Deployment.State.BUILDING and Build.objects.get(pk=deployment.build_id).status == Build.Status.QUEUED:
+            build_run(build_id=deployment.build_id)
+        if deployment_advance(deployment_id=deployment.pk):
+            time.sleep(pause)
+    return deployment
+
+
 # The build fixtures (echo template, wheelhouse settings) are shared with the build tests.
 from tests.builds.conftest import build_settings, docker_client, echo_template  # noqa: E402,F401

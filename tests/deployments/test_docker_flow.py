@@ -21,10 +21,10 @@ from deployments.nodes import node_add
 from deployments.reconcile import deployments_reconcile
 from deployments.services import deployment_create, deployment_delete
 from runners.docker import APP_USER, PIDS_LIMIT, container_name
-from templates_catalog.builds import build_run
 from templates_catalog.bundles import bundle_pack
-from templates_catalog.models import Build
 from templates_catalog.services import template_version_publish
+
+from .conftest import drive_for_real
 
 State = Deployment.State
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,19 +44,6 @@ def docker_settings(build_settings, docker_client):
 def minilm(docker_settings, publisher):
     return template_version_publish(publisher=publisher, bundle=io.BytesIO(bundle_pack(MINILM))).version
 
-
-def drive(deployment: Deployment, steps: int = STEPS_UNTIL_RUNNING) -> Deployment:
-    """Run the flow's steps as its task would; the build as the build worker would."""
-    for _ in range(steps):
-        deployment.refresh_from_db()
-        if deployment.state in (State.RUNNING, State.FAILED, State.STOPPED):
-            break
-        if deployment.state == State.BUILDING and Build.objects.get(pk=deployment.build_id).status == Build.Status.QUEUED:
-            build = build_run(build_id=deployment.build_id)
-            assert build.status == Build.Status.SUCCEEDED, build.error + build.log[-3000:]
-        if deployment_advance(deployment_id=deployment.pk):
-            time.sleep(0.5)
-    return deployment
 
 
 def embed(endpoint: str, texts: list[str]) -> list[list[float]]:
@@ -95,7 +82,7 @@ def test_minilm_deploys_on_docker_hardened_answers_survives_a_kill_and_leaves_no
     name = container_name(deployment.handle)
     try:
         started = time.monotonic()
-        running = drive(deployment)
+        running = drive_for_real(deployment, steps=STEPS_UNTIL_RUNNING, pause=0.5)
         print(f"\nMiniLM on Docker: build and start took {time.monotonic() - started:.1f} s")
         assert running.state == State.RUNNING, running.reason
         vectors = embed(running.endpoint, ["the hub deploys MiniLM on Docker", "and it answers"])
@@ -107,7 +94,7 @@ def test_minilm_deploys_on_docker_hardened_answers_survives_a_kill_and_leaves_no
         assert docker_client.containers.get(name).status == "exited"
         report = deployments_reconcile()
         assert report.restarted == [running.handle]
-        again = drive(running)
+        again = drive_for_real(running, steps=STEPS_UNTIL_RUNNING, pause=0.5)
         assert again.state == State.RUNNING and again.restarts == 1, again.reason
         assert [len(vector) for vector in embed(again.endpoint, ["back again"])] == [384]
         assert_hardened(docker_client.containers.get(name).attrs, again)

@@ -13,8 +13,8 @@ from deployments.models import Deployment
 from deployments.nodes import node_add
 from deployments.reconcile import deployments_reconcile
 from deployments.services import deployment_create, deployment_delete
-from templates_catalog.builds import build_run
-from templates_catalog.models import Build
+
+from .conftest import drive_for_real
 
 State = Deployment.State
 
@@ -30,26 +30,13 @@ def process_settings(build_settings, tmp_path):
     return build_settings
 
 
-def _drive(deployment: Deployment, steps: int = 300) -> Deployment:
-    import time
-
-    for _ in range(steps):
-        deployment.refresh_from_db()
-        if deployment.state in (State.RUNNING, State.FAILED, State.STOPPED):
-            break
-        if deployment.state == State.BUILDING and Build.objects.get(pk=deployment.build_id).status == "queued":
-            build_run(build_id=deployment.build_id)  # what the build worker does
-        if deployment_advance(deployment_id=deployment.pk):
-            time.sleep(0.2)
-    return deployment
-
 
 def test_a_venv_build_runs_through_the_process_runner_and_survives_a_kill(db, process_settings, echo_template, user_factory):
     node_add(name="local", runner="process")
     version = echo_template(name="echo-deploy")
     deployment = deployment_create(owner=user_factory(), version=version, inputs={}).deployment
     try:
-        running = _drive(deployment)
+        running = drive_for_real(deployment, steps=300)
         assert running.state == State.RUNNING, running.reason
         request = urllib.request.Request(running.endpoint + "/predict", data=b'"hi"', headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as answer:
@@ -62,7 +49,7 @@ def test_a_venv_build_runs_through_the_process_runner_and_survives_a_kill(db, pr
         time.sleep(0.5)
         report = deployments_reconcile()
         assert report.restarted == [running.handle]
-        again = _drive(running)
+        again = drive_for_real(running, steps=300)
         assert again.state == State.RUNNING and again.restarts == 1, again.reason
         with urllib.request.urlopen(again.endpoint + "/ready", timeout=10) as answer:
             assert answer.status == 200

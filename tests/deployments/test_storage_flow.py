@@ -3,7 +3,6 @@ deployment, and they are still there; delete it, and its volume is gone. Once th
 process runner (a venv build) and once on a Docker Engine (an image, a named volume)."""
 
 import json
-import time
 import urllib.request
 from pathlib import Path
 
@@ -14,9 +13,9 @@ from deployments.models import Deployment
 from deployments.nodes import node_add
 from deployments.services import deployment_create, deployment_delete, deployment_restart, deployment_stop
 from runners.docker import volume_name
-from templates_catalog.builds import build_run
-from templates_catalog.models import Build
 from tests.builds.conftest import ROOT, docker_client, publish_folder  # noqa: F401 (docker_client: a fixture)
+
+from .conftest import drive_for_real
 
 State = Deployment.State
 VECTOR_STORE = ROOT / "fixtures" / "templates" / "vector-store"
@@ -36,17 +35,6 @@ def storage_settings(build_settings, tmp_path):
     yield build_settings
     builds.build_backend.cache_clear()
 
-
-def _drive(deployment: Deployment, steps: int = 600) -> Deployment:
-    for _ in range(steps):
-        deployment.refresh_from_db()
-        if deployment.state in (State.RUNNING, State.FAILED, State.STOPPED):
-            break
-        if deployment.state == State.BUILDING and Build.objects.get(pk=deployment.build_id).status == "queued":
-            build_run(build_id=deployment.build_id)  # what the build worker does
-        if deployment_advance(deployment_id=deployment.pk):
-            time.sleep(0.2)
-    return deployment
 
 
 def _call(endpoint: str, path: str, payload: dict | None = None) -> dict:
@@ -68,17 +56,17 @@ def _nearest(endpoint: str) -> list:
 
 def _stop_and_restart(deployment: Deployment) -> Deployment:
     deployment_stop(deployment=deployment)
-    stopped = _drive(deployment)
+    stopped = drive_for_real(deployment)
     assert stopped.state == State.STOPPED, stopped.reason
     assert "its volume is kept" in stopped.events.order_by("pk").last().message
     deployment_restart(deployment=stopped)
-    again = _drive(stopped)
+    again = drive_for_real(stopped)
     assert again.state == State.RUNNING, again.reason
     return again
 
 
 def _deploy_and_check_persistence(deployment: Deployment) -> Deployment:
-    running = _drive(deployment)
+    running = drive_for_real(deployment)
     assert running.state == State.RUNNING, running.reason
     _add_vectors(running.endpoint)
     before = _nearest(running.endpoint)
