@@ -124,7 +124,7 @@ def test_the_new_secret_has_a_copy_button_and_a_ready_publish_line(owner_client,
     secret = re.search(r'id="new-token">(hub_[^<]+)<', page).group(1)
     assert 'data-copy="new-token"' in page and 'data-copy="publish-line"' in page
     assert f"HUB_TOKEN={secret} .venv/bin/python manage.py publish FOLDER --url https://hub.example.internal</code>" in page
-    assert "catalog/copy.js" in page
+    assert "catalog/code-copy.js" in page
 
 
 def test_a_read_token_gets_no_publish_line(owner_client, publisher):

@@ -1,5 +1,6 @@
-// A "Copy" button on every code block of a README or changelog. A file, not an inline
-// script: the Content-Security-Policy forbids inline scripts.
+// Copy buttons: one on every code block of a README or changelog, and every
+// <button data-copy="ID"> (hidden until this script shows it) copies the element with that id.
+// A file, not an inline script: the Content-Security-Policy forbids inline scripts.
 (function () {
   "use strict";
 
@@ -59,8 +60,26 @@
     }
   }
 
+  function wireCopyButton(button) {
+    var source = document.getElementById(button.getAttribute("data-copy"));
+    if (!source) {
+      return;
+    }
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      copyText(source.textContent.trim()).then(
+        function () { button.textContent = "Copied"; },
+        function () {
+          window.getSelection().selectAllChildren(source);
+          button.textContent = "Selected: press Ctrl+C";
+        }
+      );
+    });
+  }
+
   function addButtons() {
     document.querySelectorAll(".readme pre").forEach(addButton);
+    document.querySelectorAll("button[data-copy]").forEach(wireCopyButton);
   }
 
   if (document.readyState === "loading") {
