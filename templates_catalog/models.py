@@ -95,9 +95,6 @@ class Template(models.Model):
     )
     # Lowercased name, title, summary and tags: what the catalog search matches.
     search_text = models.TextField(blank=True, default="", editable=False)
-    # PostgreSQL's weighted full-text vector of the same fields plus the README's start
-    # (templates_catalog.search); unused, and left empty, on SQLite.
-    search_vector = SearchVectorField(null=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -115,12 +112,32 @@ class Template(models.Model):
             # The catalog's "newest" sort, walked backwards.
             models.Index(fields=["created_at", "id"], name="template_created_idx"),
             # Everything the visibility filter reads: counting a large catalog page is an
-            # index-only scan instead of a walk over the wide rows (search vectors).
+            # index-only scan instead of a walk over the rows.
             models.Index(fields=["visibility", "publisher", "latest_version"], name="template_visible_idx"),
         ]
 
     def __str__(self) -> str:
         return self.name
+
+
+class TemplateSearch(models.Model):
+    """PostgreSQL's weighted full-text vector of a template (templates_catalog.search),
+    GIN-indexed. A table of its own: a vector holds the README's start (about 600 bytes
+    stored), and in the template row it made every list, filter and count read it. Empty on SQLite."""
+
+    template = models.OneToOneField(Template, on_delete=models.CASCADE, primary_key=True, related_name="search")
+    vector = SearchVectorField()
+
+
+class SearchWord(models.Model):
+    """A word of some template's name, title, summary or tags: the vocabulary a search
+    with a typo is corrected against (trigram-indexed on PostgreSQL, empty on SQLite).
+    Words are never removed; a stale one only finds nothing."""
+
+    word = models.CharField(max_length=64, unique=True)
+
+    def __str__(self) -> str:
+        return self.word
 
 
 class TemplateVersion(models.Model):

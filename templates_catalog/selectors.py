@@ -2,11 +2,14 @@
 
 import hashlib
 import hmac
+import operator
+import re
 from dataclasses import dataclass
+from functools import reduce
 
 from django.contrib.auth.models import AnonymousUser, User
-from django.contrib.postgres.lookups import TrigramWordSimilar
-from django.contrib.postgres.search import SearchQuery, SearchRank, TrigramWordSimilarity
+from django.contrib.postgres.lookups import TrigramSimilar
+from django.contrib.postgres.search import SearchQuery, SearchRank, TrigramSimilarity
 from django.core.paginator import Page, Paginator
 from django.db import connections
 from django.db.models import (
@@ -26,15 +29,22 @@ from django.db.models import (
 )
 from django.db.models.expressions import Combinable
 from django.utils import timezone
+from django.utils.functional import cached_property
 
-from .models import ApiToken, Build, Membership, Publisher, PublisherInvitation, Tag, Template, TemplateVersion
-from .search import SEARCH_CONFIG
+from .models import ApiToken, Build, Membership, Publisher, PublisherInvitation, SearchWord, Tag, Template, TemplateVersion
+from .search import SEARCH_CONFIG, TYPO_MIN_WORD
 from .versions import SemVer
 
 SORTS = {"relevance": "Relevance", "name": "Name", "newest": "Newest"}
 MAX_QUERY_WORDS = 10
+# pg_trgm's own default for `%`: similarity("vectr", "vector") is 0.44, ("spech", "speech") 0.63.
+TYPO_MIN_SIMILARITY = 0.3
+TYPO_ALTERNATIVES = 3
 TAG_FACETS = 12
-FACET_MAX_RESULTS = 5000
+FACET_MAX_RESULTS = 1000
+# Past this many results a list says "1000+": counting every match of a common word
+# would cost more than the page, and nobody pages that far instead of narrowing.
+COUNT_CAP = 1000
 
 
 def _visibility_filter(user: User | AnonymousUser, token: ApiToken | None = None) -> Q:
@@ -73,7 +83,6 @@ def template_catalog(user: User | AnonymousUser, token: ApiToken | None = None) 
             "latest_version__files",
             "latest_version__manifest",
             "search_text",
-            "search_vector",
         )
         .prefetch_related("tags")
         .annotate(verified_ready_seconds=_latest_verified_ready_seconds())
@@ -87,17 +96,40 @@ def _latest_verified_ready_seconds() -> Subquery:
     return Subquery(verified.order_by("-finished_at").values("ready_seconds")[:1])
 
 
+class CappedPaginator(Paginator):
+    """A paginator that counts at most COUNT_CAP rows (`capped` says there are more), in
+    one `SELECT count(*) FROM (… LIMIT cap + 1)` without the queryset's ordering: a
+    ranked search's count ranks nothing. Pages stop at the cap."""
+
+    @cached_property
+    def _bounded_count(self) -> int:
+        return self.object_list.order_by()[: COUNT_CAP + 1].count()
+
+    @cached_property
+    def count(self) -> int:
+        return min(self._bounded_count, COUNT_CAP)
+
+    @property
+    def capped(self) -> bool:
+        return self._bounded_count > COUNT_CAP
+
+
 @dataclass
 class CatalogPage:
     page: Page
     templates: list[Template]
+
+    @property
+    def result_count(self) -> int | None:
+        """How many templates match, None when more than COUNT_CAP."""
+        return None if self.page.paginator.capped else self.page.paginator.count
 
 
 def template_catalog_page(queryset: QuerySet[Template], number: str | int | None, per_page: int) -> CatalogPage:
     """One page of the catalog in the queryset's order. The page's ids come from the
     template table alone (an index walk even on deep pages of the name sort; the ranked
     ids of a search); only those rows are then joined."""
-    ids = Paginator(queryset.values_list("pk", flat=True), per_page).get_page(number)
+    ids = CappedPaginator(queryset.values_list("pk", flat=True), per_page).get_page(number)
     page_ids = list(ids.object_list)
     by_pk = {template.pk: template for template in queryset.filter(pk__in=page_ids).order_by()}
     return CatalogPage(page=ids, templates=[by_pk[pk] for pk in page_ids])
@@ -123,17 +155,42 @@ def _exact_name(text: str) -> Case:
 
 
 def _matching_postgresql(queryset: QuerySet[Template], text: str, words: list[str]) -> QuerySet[Template]:
-    full_text = SearchQuery(text, search_type="websearch", config=SEARCH_CONFIG)
-    matched = queryset.filter(search_vector=full_text)
-    # One cheap probe (LIMIT 1 on the GIN index) spares every ordinary search the cost
-    # of trigram matching, which only a query with no whole-word match needs.
-    if matched.exists():
-        return matched.annotate(relevance=_exact_name(text) + SearchRank(F("search_vector"), full_text))
-    # `search_text %> word`: the word is at least pg_trgm.word_similarity_threshold (0.6)
-    # similar to some run of search_text, answered by the trigram index of migration 0002.
-    close = Q(*(TrigramWordSimilar(F("search_text"), Value(word)) for word in words))
-    similarity = TrigramWordSimilarity(Value(text), "name") + TrigramWordSimilarity(Value(text), "title") / 2
-    return queryset.filter(close).annotate(relevance=_exact_name(text) + similarity)
+    full_text = _typos_widened(text, words)
+    return queryset.filter(search__vector=full_text).annotate(
+        relevance=_exact_name(text) + SearchRank(F("search__vector"), full_text)
+    )
+
+
+def _typos_widened(text: str, words: list[str]) -> SearchQuery:
+    """The query as typed when the vocabulary knows every word; otherwise each unknown
+    word may also be one of the catalog's words closest to it (typos). One query on the
+    small vocabulary's trigram index, instead of probing the templates' vectors first
+    (which a word in no template turned into a scan of them all)."""
+    pieces = {word: _vocabulary_pieces(word) for word in words}
+    closeness = {f"close_{index}": TrigramSimilarity("word", word) for index, word in enumerate(words)}
+    # `word % typo`: answered by the vocabulary's trigram index (migration 0013).
+    near = Q(*(TrigramSimilar(F("word"), Value(word)) for word in words), _connector=Q.OR)
+    exact = Q(word__in=[piece for word in words for piece in pieces[word]])
+    rows = list(SearchWord.objects.filter(near | exact).annotate(**closeness).values_list("word", *closeness))
+    known = {row[0] for row in rows}
+    unknown = [word for word in words if not known.issuperset(pieces[word])]
+    # Operators ("quoted", -excluded, or) keep the query as typed: a spelling can't carry them.
+    if not unknown or any(word.startswith("-") or '"' in word or word == "or" for word in words):
+        return SearchQuery(text, search_type="websearch", config=SEARCH_CONFIG)
+    widened = None
+    for index, word in enumerate(words, start=1):
+        spellings = [word]  # kept: the vocabulary holds whole words, the vectors stems and the README
+        if word in unknown:
+            close = sorted((row for row in rows if row[index] >= TYPO_MIN_SIMILARITY), key=lambda row: -row[index])
+            spellings += [row[0] for row in close[:TYPO_ALTERNATIVES]]
+        either = reduce(operator.or_, (SearchQuery(spelling, config=SEARCH_CONFIG) for spelling in spellings))
+        widened = either if widened is None else widened & either
+    return widened
+
+
+def _vocabulary_pieces(word: str) -> list[str]:
+    """The parts of `word` the vocabulary would hold (templates_catalog.search fills it alike)."""
+    return [piece for piece in re.findall(r"[^\W_]+", word) if len(piece) >= TYPO_MIN_WORD and not piece.isdigit()]
 
 
 def _matching_simple(queryset: QuerySet[Template], words: list[str]) -> QuerySet[Template]:
@@ -163,10 +220,11 @@ def template_sorted(queryset: QuerySet[Template], *, sort: str, searched: bool) 
     return queryset.order_by("name")
 
 
-def template_tag_facets(queryset: QuerySet[Template], *, result_count: int) -> list[Tag]:
+def template_tag_facets(queryset: QuerySet[Template], *, result_count: int | None) -> list[Tag]:
     """The most used tags among `queryset`, each with `count`: one aggregate query, and
-    none for more than FACET_MAX_RESULTS results, where counting every tag of every
-    result would cost more than the page (tags narrow a search, not the whole catalog)."""
+    none for more than FACET_MAX_RESULTS results (or an uncounted number, None), where
+    counting every tag of every result would cost more than the page (tags narrow a
+    search, not the whole catalog)."""
     if not result_count or result_count > FACET_MAX_RESULTS:
         return []
     matching = queryset.order_by().values("pk")

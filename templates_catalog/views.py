@@ -66,7 +66,7 @@ def template_list(request: HttpRequest) -> HttpResponse:
         "page": catalog_page.page,
         "templates": catalog_page.templates,
         "query": query.urlencode(),
-        "facets": template_tag_facets(results, result_count=catalog_page.page.paginator.count) if valid else [],
+        "facets": template_tag_facets(results, result_count=catalog_page.result_count) if valid else [],
         "facet_query": facet_query.urlencode(),
     }
     # htmx swaps only the results; a plain request (no JavaScript) gets the whole page.

@@ -1,12 +1,10 @@
 """Ranked search: a stored, weighted full-text vector per template (GIN-indexed on
-PostgreSQL, filled here for existing templates), an index for the "newest" sort and one
+PostgreSQL; 0013 moves it to a table of its own and fills it), an index for the "newest" sort and one
 that answers the visibility filter alone.
 SQLite keeps the column empty: its ranking reads the plain fields."""
 
 import django.contrib.postgres.search
 from django.db import migrations, models
-
-from templates_catalog.search import template_search_vector_refresh
 
 CREATE_INDEX = "CREATE INDEX IF NOT EXISTS template_search_vector_gin ON templates_catalog_template USING gin (search_vector)"
 DROP_INDEX = "DROP INDEX IF EXISTS template_search_vector_gin"
@@ -18,11 +16,6 @@ def _on_postgresql(statement):
             schema_editor.execute(statement)
 
     return apply
-
-
-def backfill(apps, schema_editor):
-    Template = apps.get_model("templates_catalog", "Template")
-    template_search_vector_refresh(templates=Template.objects.using(schema_editor.connection.alias).all())
 
 
 class Migration(migrations.Migration):
@@ -43,5 +36,5 @@ class Migration(migrations.Migration):
             index=models.Index(fields=["visibility", "publisher", "latest_version"], name="template_visible_idx"),
         ),
         migrations.RunPython(_on_postgresql(CREATE_INDEX), _on_postgresql(DROP_INDEX)),
-        migrations.RunPython(backfill, migrations.RunPython.noop),
+        # The vectors are filled by 0013, in the table they moved to.
     ]

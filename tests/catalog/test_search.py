@@ -7,7 +7,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from templates_catalog.models import Template
+from templates_catalog.models import SearchWord, Template
 
 LIST = reverse("catalog:template_list")
 API = "/api/v1/templates/"
@@ -86,6 +86,43 @@ def test_a_typo_far_from_every_word_finds_nothing(client, vectors):
 
 
 @postgresql_only
+def test_each_word_of_a_search_with_a_typo_must_still_match(client, vectors):
+    assert _names(client.get(f"{LIST}?q=speach+transcribes")) == ["unrelated"]
+    # Both words are close to words of the catalog, but no template has both.
+    assert _names(client.get(f"{LIST}?q=speach+neighbours")) == []
+    # One word close to nothing: nothing, not the templates of the other word.
+    assert _names(client.get(f"{LIST}?q=vectr+xylophone")) == []
+
+
+@postgresql_only
+def test_a_typo_beside_an_operator_does_not_turn_an_excluded_word_into_a_required_one(client, vectors):
+    # Spellings can't carry websearch operators, so such a query is taken as typed.
+    assert _names(client.get(f"{LIST}?q=close+-storage")) == ["in-tags"]
+    assert _names(client.get(f"{LIST}?q=clse+-storage")) == []
+
+
+@postgresql_only
+def test_a_typo_does_not_find_private_templates_of_others(client, vectors, publish, other_publisher):
+    # The private template's words are in the vocabulary; its row must still stay hidden.
+    publish(name="zebrafish-tracker", title="Zebrafish tracker", visibility="private", owner=other_publisher)
+    assert SearchWord.objects.filter(word="zebrafish").exists()
+    assert _names(client.get(f"{LIST}?q=zebrafsh")) == []
+    assert client.get(f"{API}?q=zebrafsh").json()["results"] == []
+    # Its owner finds it by the same typo.
+    client.force_login(other_publisher.members.get())
+    assert _names(client.get(f"{LIST}?q=zebrafsh")) == ["zebrafish-tracker"]
+
+
+@postgresql_only
+def test_publishing_adds_the_templates_words_to_the_typo_vocabulary(publish):
+    publish(name="minilm-embeddings", title="MiniLM 2024", summary="Sentence encoder, v2.", tags=["nlp"])
+    words = set(SearchWord.objects.values_list("word", flat=True))
+    assert {"minilm", "embeddings", "sentence", "encoder", "nlp"} <= words
+    # Numbers and words too short for trigrams are left out.
+    assert not words & {"2024", "v2"}
+
+
+@postgresql_only
 def test_it_finds_words_of_the_readme_on_postgresql_below_the_summary(client, publish):
     publish(name="readme-only", title="Tool", summary="Does work.", tags=["misc"], readme="# Tool\n\nBuilt on quaternions.\n")
     publish(name="in-summary", title="Tool", summary="Rotations with quaternions.", tags=["misc"])
@@ -98,7 +135,7 @@ def test_a_new_version_refreshes_the_search_vector(client, publish):
     assert _names(client.get(f"{LIST}?q=giraffe")) == []
     publish(name="shifting", version="1.1.0", title="Giraffe finder", summary="Nothing here.", tags=["misc"])
     assert _names(client.get(f"{LIST}?q=giraffe")) == ["shifting"]
-    vector = Template.objects.values_list("search_vector", flat=True).get(name="shifting")
+    vector = Template.objects.values_list("search__vector", flat=True).get(name="shifting")
     assert "'giraff':" in vector and "'old'" not in vector
 
 
@@ -180,7 +217,9 @@ def _queries(client, url: str) -> int:
     return len(queries)
 
 
-@pytest.mark.parametrize("url", [f"{LIST}?q=model", f"{LIST}?q=model&sort=newest", f"{LIST}?q=model&page=2", f"{API}?q=model"])
+@pytest.mark.parametrize(
+    "url", [f"{LIST}?q=model", f"{LIST}?q=model&sort=newest", f"{LIST}?q=model&page=2", f"{LIST}?q=modle", f"{API}?q=model"]
+)
 def test_ranked_search_keeps_a_fixed_number_of_queries(client, publish, settings, url):
     settings.CATALOG_PAGE_SIZE = 2
     for index in range(3):
@@ -195,3 +234,15 @@ def test_facets_are_left_out_when_the_results_are_too_many_to_count_cheaply(clie
     monkeypatch.setattr("templates_catalog.selectors.FACET_MAX_RESULTS", 3)
     assert client.get(f"{LIST}?q=close").context["facets"] != []
     assert client.get(LIST).context["facets"] == []
+
+
+def test_a_count_past_the_cap_says_so_and_skips_the_facets(client, vectors, monkeypatch, settings):
+    monkeypatch.setattr("templates_catalog.selectors.COUNT_CAP", 4)
+    settings.CATALOG_PAGE_SIZE = 2
+    capped = client.get(LIST)
+    body = capped.content.decode()
+    assert "4+ templates" in body and "Page 1 of 2+" in body
+    assert capped.context["facets"] == []
+    # At the cap exactly, the count is exact.
+    exact = client.get(f"{LIST}?q=vector").content.decode()
+    assert "4 templates" in exact and "4+" not in exact
