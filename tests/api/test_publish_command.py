@@ -29,11 +29,11 @@ def test_it_packs_a_folder_and_uploads_it(live_server, token, tmp_path):
     call_command("publish", str(folder), url=live_server.url, token=token, stdout=out)
 
     version = TemplateVersion.objects.get()
-    page = f"{live_server.url}/templates/vector-store/versions/1.0.0/"
+    page = f"{live_server.url}/templates/vector-store/versions/{version.version}/"
     assert out.getvalue().splitlines() == [
-        f"vector-store 1.0.0 published  sha256:{version.bundle_sha256}",
+        f"vector-store {version.version} published  sha256:{version.bundle_sha256}",
         page,
-        f"vector-store 1.0.0 already published, unchanged  sha256:{version.bundle_sha256}",
+        f"vector-store {version.version} already published, unchanged  sha256:{version.bundle_sha256}",
         page,
     ]
 
@@ -48,7 +48,7 @@ def test_it_reads_the_hub_and_the_token_from_the_environment(live_server, token,
     call_command("publish", str(folder), stdout=out)
 
     page = out.getvalue().splitlines()[-1]
-    assert page == f"{live_server.url}/templates/vector-store/versions/1.0.0/"
+    assert page == f"{live_server.url}/templates/vector-store/versions/{TemplateVersion.objects.get().version}/"
     assert client.get(page.removeprefix(live_server.url)).status_code == 200  # the printed URL is the version's page
 
 
