@@ -58,6 +58,7 @@ from deployments.models import Deployment, Node  # noqa: E402
 from deployments.nodes import node_add  # noqa: E402
 from deployments.services import deployment_create, deployment_delete  # noqa: E402
 from hub_site.backends import build_backend, runner_for  # noqa: E402
+from hub_site.celery import freeze_startup_objects  # noqa: E402
 from runners.base import Resources  # noqa: E402
 from runners.docker import DockerRunner, container_name  # noqa: E402
 from runners.scheduler import place  # noqa: E402
@@ -287,6 +288,8 @@ def main() -> None:
     parser.add_argument("--skip-scheduler", action="store_true", help="only press-to-ready")
     args = parser.parse_args()
     test_db = connection.creation.create_test_db(verbosity=0, autoclobber=True)
+    # What a Celery worker of the hub does once it has started (hub_site/celery.py).
+    freeze_startup_objects()
     try:
         if not args.skip_press:
             bench_press_to_ready(args.runs, args.runner)
