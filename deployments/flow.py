@@ -20,11 +20,12 @@ from runners.base import NodeUnreachable, Runner, RunnerError, RunPhase, RunStat
 from runners.scheduler import NoNodeFits, Placement, place
 from templates_catalog.builds import build_request
 from templates_catalog.models import Build
+from templates_catalog.specs import manifest_of, resources_of
 
 from .models import Deployment, Node
 from .nodes import node_register_local
 from .selectors import node_capacities, schedulable_capacities
-from .specs import launch_spec_for, manifest_of, resources_of
+from .specs import launch_spec_for
 from .transitions import TransitionRefused, deployment_count_restart, deployment_transition
 
 logger = logging.getLogger(__name__)
@@ -89,7 +90,7 @@ def _await_build(deployment: Deployment) -> float | None:
 def _schedule(deployment: Deployment) -> float | None:
     if not Node.objects.exists():
         node_register_local()
-    resources = resources_of(manifest_of(deployment))
+    resources = resources_of(manifest_of(deployment.version))
     passed_over: set[str] = set()
     for _ in range(PLACEMENT_ATTEMPTS):
         capacities = [node for node in schedulable_capacities() if node.name not in passed_over]
@@ -137,7 +138,7 @@ def _start(deployment: Deployment) -> float | None:
             # The first launch: a template that never starts gains nothing from a retry.
             return _fail(deployment, exit_reason(runner, run, "exited while starting"))
         return _relaunch_while_starting(runner, deployment, run)
-    ready_path = manifest_of(deployment).serve.ready_path
+    ready_path = manifest_of(deployment.version).serve.ready_path
     if run.endpoint and _answers(run.endpoint + ready_path):
         deployment_transition(
             deployment_id=deployment.pk, to=State.RUNNING, expect=(State.STARTING,), endpoint=run.endpoint,

@@ -11,11 +11,12 @@ from runners.scheduler import NoNodeFits, place
 from templates_catalog.access import may_deploy
 from templates_catalog.manifest import Kind
 from templates_catalog.models import TemplateVersion
+from templates_catalog.specs import manifest_of, resources_of
 
 from .models import Deployment, Node
 from .nodes import node_register_local
 from .selectors import node_capacities, schedulable_nodes
-from .specs import InputsInvalid, inputs_validate, manifest_of, resources_of
+from .specs import InputsInvalid, inputs_validate
 from .transitions import deployment_open, deployment_transition, send_progress
 
 State = Deployment.State
@@ -52,7 +53,7 @@ def deployment_create(
     deployment; a request no node could ever fit is created `failed`, with the reason."""
     if not may_deploy(owner, version):
         raise DeploymentNotFound(f"no template version {version.template.name}@{version.version} that you may deploy")
-    manifest = manifest_of(version.manifest)
+    manifest = manifest_of(version)
     try:
         values = inputs_validate(manifest, inputs)
     except InputsInvalid as exc:

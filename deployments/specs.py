@@ -1,12 +1,12 @@
-"""The launch side's one adapter: a stored manifest, parsed back into its typed model,
-becomes the runner's typed values. Decimals become floats here and nowhere else."""
+"""What a deployment adds to the catalog's launch adapter (templates_catalog/specs.py): its
+inputs, validated by type, and its own environment and labels."""
 
 import math
 
-from runners.base import LaunchSpec, Resources
+from runners.base import LaunchSpec
 from templates_catalog.manifest import Manifest
 from templates_catalog.manifest.schema import Input, InputType
-from templates_catalog.specs import volume_of
+from templates_catalog.specs import launch_spec_of, manifest_of
 
 from .models import Deployment
 
@@ -20,37 +20,17 @@ class InputsInvalid(Exception):
         super().__init__("; ".join(f"{field}: {message}" for field, message in errors))
 
 
-def manifest_of(deployment_or_manifest: Deployment | dict) -> Manifest:
-    data = deployment_or_manifest if isinstance(deployment_or_manifest, dict) else deployment_or_manifest.version.manifest
-    return Manifest.model_validate(data)
-
-
-def resources_of(manifest: Manifest) -> Resources:
-    wanted = manifest.resources
-    return Resources(
-        gpus=wanted.gpus,
-        gpu_memory_gb=float(wanted.gpu_memory_gb),
-        cpu=float(wanted.cpu),
-        memory_gb=float(wanted.memory_gb),
-    )
-
-
 def launch_spec_for(deployment: Deployment) -> LaunchSpec:
-    manifest = manifest_of(deployment)
-    serve = manifest.serve
+    """The catalog's launch adapter, with what belongs to this deployment: its inputs as
+    `INPUT_<NAME>` (the harness reads those), its handle and its labels."""
+    manifest = manifest_of(deployment.version)
     environment = {f"INPUT_{name.upper()}": _env_text(value) for name, value in deployment.inputs.items()}
     environment["HUB_DEPLOYMENT"] = deployment.handle
-    return LaunchSpec(
+    return launch_spec_of(
+        deployment.version,
         deployment=deployment.handle,
         image=deployment.build.image_reference,
-        kind=manifest.kind.value,
-        port=serve.port,
-        health_path=serve.health_path,
-        ready_path=serve.ready_path,
-        resources=resources_of(manifest),
         environment=environment,
-        volume=volume_of(manifest),
-        max_body_bytes=serve.max_body_bytes,
         labels={"io.aihub.template": manifest.name, "io.aihub.version": manifest.version},
     )
 

@@ -18,12 +18,12 @@ from runners.base import RunnerError
 from runners.scheduler import NoNodeFits, place
 from templates_catalog.models import Template, TemplateVersion
 from templates_catalog.selectors import template_detail
+from templates_catalog.specs import manifest_of, resources_of
 
 from .forms import DeployForm
 from .models import Deployment
 from .selectors import deployment_events, deployment_of, deployments_of, node_capacities, schedulable_nodes
 from .services import DeploymentRejected, deployment_create, deployment_delete, deployment_restart, deployment_stop
-from .specs import manifest_of, resources_of
 from .transitions import TransitionRefused
 
 State = Deployment.State
@@ -73,7 +73,7 @@ def _visible_template(request: HttpRequest, name: str) -> Template:
 
 
 def _deploy(request: HttpRequest, version: TemplateVersion) -> HttpResponse:
-    manifest = manifest_of(version.manifest)
+    manifest = manifest_of(version)
     if request.method == "GET" or version.yanked:
         return _deploy_page(request, version, DeployForm(manifest), status=200)
     form = DeployForm(manifest, request.POST)
@@ -105,7 +105,7 @@ def _with_fresh_key(manifest, used: DeployForm) -> DeployForm:
 def _deploy_page(request: HttpRequest, version: TemplateVersion, form: DeployForm, *, status: int) -> HttpResponse:
     template = version.template
     latest = template.latest_version
-    manifest = manifest_of(version.manifest)
+    manifest = manifest_of(version)
     context = {
         "template": template,
         "version": version,

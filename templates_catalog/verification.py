@@ -9,10 +9,9 @@ from django.conf import settings
 
 from builders.build import BuildOutcome
 from hub_site.backends import build_backend
-from runners.base import LaunchSpec
 
 from .models import Build
-from .specs import manifest_of, resources_of, template_spec_of, volume_of
+from .specs import launch_spec_of, template_spec_of
 
 # Nothing answers here: a template that calls what it requires while starting fails its check.
 UNREACHABLE_URL = "http://127.0.0.1:9"
@@ -36,17 +35,11 @@ def build_verify(*, build: Build, outcome: BuildOutcome, log: Callable[[str], No
         if earlier is not None:
             log(f"verified before by build {earlier.pk}: ready in {earlier.ready_seconds:.1f} s; not started again")
             return Verification(verified=True, ready_seconds=earlier.ready_seconds)
-    manifest = manifest_of(version)
-    launch = LaunchSpec(
+    launch = launch_spec_of(
+        version,
         deployment=f"verify-{build.pk}",
         image=outcome.image.reference,
-        port=spec.serve.port,
-        health_path=spec.serve.health_path,
-        ready_path=spec.serve.ready_path,
-        resources=resources_of(manifest),
         environment={requirement.env_var: UNREACHABLE_URL for requirement in version.requirements.all()},
-        # A throw-away stand-in for the deployment's volume: the check keeps nothing.
-        volume=volume_of(manifest),
     )
     seconds = build_backend(build.backend_used).verify_starts(
         outcome.image.reference, launch=launch, timeout=settings.BUILD_VERIFY_TIMEOUT_SECONDS, log=log
