@@ -126,7 +126,7 @@ def _render_version_page(request: HttpRequest, found: TemplateVersion, *, yank_f
         "manifest_yaml": yaml.safe_dump(found.manifest, sort_keys=False, allow_unicode=True),
     }
     build = context["build"]
-    context["build_failed_by_template"] = build is not None and build.status == Build.Status.FAILED and build.failure_kind != "hub"
+    context["build_failed_by_template"] = build is not None and build.status == Build.Status.FAILED and build.failure_kind != Build.FailureKind.HUB
     return render(request, "catalog/version_page.html", context, status=status)
 
 
