@@ -4,6 +4,7 @@ import uuid
 
 from django import forms
 
+from templates_catalog.forms import PersonalTokenForm
 from templates_catalog.manifest import Manifest
 from templates_catalog.manifest.schema import Input, InputType
 
@@ -67,3 +68,9 @@ def _field_for(item: Input) -> forms.Field | None:
         blank = [] if required or item.default is not None else [("", "(default)")]
         return forms.ChoiceField(required=required, choices=blank + [(choice, choice) for choice in item.choices], **common)
     return None
+
+
+class EndpointTokenForm(PersonalTokenForm):
+    """A token for one client of a deployment's endpoint: a name and an optional expiry."""
+
+    name = forms.CharField(max_length=64, help_text="Which client uses it, e.g. “staging app”.")

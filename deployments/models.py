@@ -3,6 +3,7 @@ import secrets
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from templates_catalog.models import Build, TemplateVersion
 
@@ -127,3 +128,31 @@ class DeploymentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment_id}: {self.from_state or '∅'} → {self.to_state}"
+
+
+class EndpointToken(models.Model):
+    """A key to one deployment's endpoint through the gateway (`Authorization: Bearer`).
+    Only the sha256 of the secret is stored; the secret is shown once, at creation."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="endpoint_tokens")
+    # What the token is for (one per client), e.g. "staging app".
+    name = models.CharField(max_length=64)
+    # The first characters of the secret, so the owner can tell tokens apart.
+    prefix = models.CharField(max_length=16)
+    token_sha256 = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.CheckConstraint(condition=Q(token_sha256__regex=r"^[0-9a-f]{64}$"), name="endpoint_token_sha256_hex"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())

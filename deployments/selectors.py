@@ -10,7 +10,7 @@ from django.db.models.functions import Cast
 from runners.scheduler import NodeCapacity
 from templates_catalog.access import may_manage_deployment
 
-from .models import Deployment, DeploymentEvent, Node
+from .models import Deployment, DeploymentEvent, EndpointToken, Node
 
 
 @dataclass(frozen=True)
@@ -100,3 +100,15 @@ def _capacity(name: str, price: Decimal, cpus: float, memory_gb: float, gpus: li
 
 def schedulable_nodes() -> QuerySet[Node]:
     return Node.objects.filter(Q(schedulable=True)).order_by("pk")
+
+
+def endpoint_tokens_of(deployment: Deployment) -> QuerySet[EndpointToken]:
+    """A deployment's endpoint tokens, newest first, revoked ones included (for the record)."""
+    return EndpointToken.objects.filter(deployment_id=deployment.pk).order_by("-created_at", "-pk")
+
+
+def endpoint_token_of(deployment: Deployment, token_id: int) -> EndpointToken | None:
+    token = endpoint_tokens_of(deployment).filter(pk=token_id).first()
+    if token is not None:
+        token.deployment = deployment
+    return token

@@ -20,9 +20,20 @@ from templates_catalog.models import Template, TemplateVersion
 from templates_catalog.selectors import template_detail
 from templates_catalog.specs import manifest_of, resources_of
 
-from .forms import DeployForm
+from .endpoint_tokens import endpoint_token_create, endpoint_token_revoke, endpoint_token_rotate
+from .examples import TOKEN_VARIABLE, endpoint_examples
+from .forms import DeployForm, EndpointTokenForm
+from .gateway import PREFIX
 from .models import Deployment
-from .selectors import deployment_events, deployment_of, deployments_of, node_capacities, schedulable_nodes
+from .selectors import (
+    deployment_events,
+    deployment_of,
+    deployments_of,
+    endpoint_token_of,
+    endpoint_tokens_of,
+    node_capacities,
+    schedulable_nodes,
+)
 from .services import DeploymentRejected, deployment_create, deployment_delete, deployment_restart, deployment_stop
 from .transitions import TransitionRefused
 
@@ -32,6 +43,8 @@ LOG_TAIL_LINES = 200
 STATE_POLLED = frozenset(Deployment.IN_FLIGHT)
 # States whose process may still write to its log.
 LOG_POLLED = STATE_POLLED | {State.RUNNING}
+# The session key of an endpoint token's secret just minted: shown by the next GET, then forgotten.
+NEW_ENDPOINT_TOKEN = "new_endpoint_token"
 
 
 @dataclass(frozen=True)
@@ -138,14 +151,37 @@ def _node_preview(manifest) -> NodePreview:
 @require_GET
 def deployment_page(request: HttpRequest, handle: str) -> HttpResponse:
     deployment = _own(request, handle)
+    return _deployment_page(request, deployment, EndpointTokenForm(), status=200)
+
+
+def _deployment_page(request: HttpRequest, deployment: Deployment, token_form: EndpointTokenForm, *, status: int) -> HttpResponse:
+    created = _created_once(request, deployment)
     context = {
         "deployment": deployment,
         "template": deployment.version.template,
         "version": deployment.version,
+        "token_form": token_form,
+        "tokens": list(endpoint_tokens_of(deployment)),
+        "created": created,
+        "examples": endpoint_examples(
+            gateway_url=request.build_absolute_uri(f"{PREFIX}{deployment.handle}"), manifest=manifest_of(deployment.version),
+            readme=deployment.version.readme, secret=created["secret"] if created else None,
+        ),
+        "token_variable": TOKEN_VARIABLE,
         **_state_context(deployment),
         **_log_context(deployment),
     }
-    return render(request, "deployments/deployment.html", context)
+    response = render(request, "deployments/deployment.html", context, status=status)
+    # The page may show a token's secret once: never let a cache keep it.
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _created_once(request: HttpRequest, deployment: Deployment) -> dict | None:
+    created = request.session.get(NEW_ENDPOINT_TOKEN)
+    if request.method != "GET" or not created or created.get("handle") != deployment.handle:
+        return None
+    return request.session.pop(NEW_ENDPOINT_TOKEN)
 
 
 @login_required
@@ -208,6 +244,71 @@ def _process_log(deployment: Deployment) -> tuple[str, str]:
 
 def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+# --- endpoint tokens ----------------------------------------------------------------
+
+
+@login_required
+@require_POST
+def endpoint_token_create_view(request: HttpRequest, handle: str) -> HttpResponse:
+    deployment = _own(request, handle)
+    form = EndpointTokenForm(request.POST)
+    if not form.is_valid():
+        return _deployment_page(request, deployment, form, status=400)
+    try:
+        created = endpoint_token_create(
+            deployment=deployment, created_by=request.user, name=form.cleaned_data["name"], expires_at=form.expires_at(),
+        )
+    except DeploymentRejected as exc:
+        form.add_error(None, str(exc))
+        return _deployment_page(request, deployment, form, status=exc.status)
+    return _show_secret_once(request, deployment, created)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def endpoint_token_revoke_view(request: HttpRequest, handle: str, token_id: int) -> HttpResponse:
+    """GET asks for confirmation (a page, so it works without JavaScript); POST revokes."""
+    deployment, token = _own_token(request, handle, token_id)
+    if request.method == "GET":
+        return _confirm(request, deployment, token, "revoke")
+    endpoint_token_revoke(token=token, revoked_by=request.user)
+    messages.success(request, f"Token “{token.name}” ({token.prefix}…) is revoked: it no longer opens the endpoint.")
+    return _see_other(reverse("deployments:detail", args=[handle]) + "#tokens")
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def endpoint_token_rotate_view(request: HttpRequest, handle: str, token_id: int) -> HttpResponse:
+    """GET asks for confirmation; POST replaces the secret and shows the new one once."""
+    deployment, token = _own_token(request, handle, token_id)
+    if request.method == "GET":
+        return _confirm(request, deployment, token, "rotate")
+    try:
+        created = endpoint_token_rotate(token=token, rotated_by=request.user)
+    except DeploymentRejected as exc:
+        messages.error(request, str(exc))
+        return _see_other(reverse("deployments:detail", args=[handle]) + "#tokens")
+    return _show_secret_once(request, deployment, created)
+
+
+def _confirm(request: HttpRequest, deployment: Deployment, token, action: str) -> HttpResponse:
+    return render(request, "deployments/token_confirm.html", {"deployment": deployment, "token": token, "action": action})
+
+
+def _own_token(request: HttpRequest, handle: str, token_id: int):
+    deployment = _own(request, handle)
+    token = endpoint_token_of(deployment, token_id)
+    if token is None:
+        raise Http404("No such token.")
+    return deployment, token
+
+
+def _show_secret_once(request: HttpRequest, deployment: Deployment, created) -> HttpResponse:
+    # Post/redirect/get: a reload of the page that shows the secret must not mint another.
+    request.session[NEW_ENDPOINT_TOKEN] = {"handle": deployment.handle, "secret": created.secret, "name": created.token.name}
+    return _see_other(reverse("deployments:detail", args=[deployment.handle]) + "#new-token")
 
 
 # --- my deployments and the buttons ------------------------------------------------

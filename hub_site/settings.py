@@ -65,6 +65,7 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "hub_site.urls"
 WSGI_APPLICATION = "hub_site.wsgi.application"
+ASGI_APPLICATION = "hub_site.asgi.application"
 
 TEMPLATES = [
     {
@@ -222,6 +223,13 @@ HUB_PUBLIC_URL = env_str("HUB_PUBLIC_URL", "http://127.0.0.1:8000")
 DEPLOY_READY_TIMEOUT_SECONDS = env_int("DEPLOY_READY_TIMEOUT_SECONDS", 300, minimum=1)
 DEPLOY_MAX_RESTARTS = env_int("DEPLOY_MAX_RESTARTS", 3, minimum=0)
 RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 5, minimum=1)
+
+# The gateway (/d/<deployment>/...): how long it waits to connect to an endpoint, and for
+# each piece of its answer (a long generation streams), and how many connections it keeps
+# open to all endpoints together.
+GATEWAY_CONNECT_TIMEOUT_SECONDS = env_int("GATEWAY_CONNECT_TIMEOUT_SECONDS", 5, minimum=1)
+GATEWAY_READ_TIMEOUT_SECONDS = env_int("GATEWAY_READ_TIMEOUT_SECONDS", 300, minimum=1)
+GATEWAY_MAX_CONNECTIONS = env_int("GATEWAY_MAX_CONNECTIONS", 1000, minimum=1)
 
 # Celery: a broker that needs no server by default (kombu's filesystem transport),
 # Redis or RabbitMQ in production through CELERY_BROKER_URL.

@@ -55,3 +55,15 @@ def publish(tmp_path, publisher):
         return result.version
 
     return make
+
+
+@pytest.fixture
+def upstream():
+    """A real HTTP server (uvicorn in a thread) that records what reaches it: the endpoint
+    behind the gateway in its tests."""
+    from .gateway.conftest import RecordingUpstream, served
+
+    recorder = RecordingUpstream()
+    with served(recorder) as url:
+        recorder.url = url
+        yield recorder

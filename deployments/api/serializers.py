@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from ..models import Deployment, DeploymentEvent
+from ..models import Deployment, DeploymentEvent, EndpointToken
 
 KEY_PATTERN = r"^[\x21-\x7e]{1,100}$"
 KEY_HINT = "use 1-100 printable ASCII characters without spaces"
@@ -61,3 +61,27 @@ class ErrorItemSerializer(serializers.Serializer):
 class DeploymentErrorSerializer(serializers.Serializer):
     detail = serializers.CharField()
     errors = ErrorItemSerializer(many=True)
+
+
+class EndpointTokenSerializer(serializers.ModelSerializer):
+    active = serializers.BooleanField(source="is_active", read_only=True, help_text="Neither revoked nor expired")
+
+    class Meta:
+        model = EndpointToken
+        fields = ["id", "name", "prefix", "created_at", "expires_at", "revoked_at", "active"]
+        read_only_fields = fields
+
+
+class EndpointTokenCreatedSerializer(EndpointTokenSerializer):
+    secret = serializers.CharField(
+        read_only=True, help_text="The token itself, shown only in this answer: send it as `Authorization: Bearer <secret>`"
+    )
+
+    class Meta(EndpointTokenSerializer.Meta):
+        fields = [*EndpointTokenSerializer.Meta.fields, "secret"]
+        read_only_fields = fields
+
+
+class EndpointTokenCreateSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=64, help_text="What the token is for (one per client), e.g. staging-app")
+    expires_at = serializers.DateTimeField(required=False, allow_null=True, help_text="Default: never")

@@ -11,4 +11,7 @@ urlpatterns = [
     path(f"{HANDLE}/logs/", views.DeploymentLogs.as_view(), name="deployment_logs"),
     path(f"{HANDLE}/stop/", views.DeploymentStop.as_view(), name="deployment_stop"),
     path(f"{HANDLE}/restart/", views.DeploymentRestart.as_view(), name="deployment_restart"),
+    path(f"{HANDLE}/tokens/", views.EndpointTokenList.as_view(), name="endpoint_token_list"),
+    path(f"{HANDLE}/tokens/<int:token_id>/revoke/", views.EndpointTokenRevoke.as_view(), name="endpoint_token_revoke"),
+    path(f"{HANDLE}/tokens/<int:token_id>/rotate/", views.EndpointTokenRotate.as_view(), name="endpoint_token_rotate"),
 ]

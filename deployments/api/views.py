@@ -14,8 +14,9 @@ from runners.base import RunnerError
 from templates_catalog.models import TemplateVersion
 from templates_catalog.selectors import template_detail
 
-from ..models import Deployment
-from ..selectors import deployment_events, deployment_of, deployments_of
+from ..endpoint_tokens import CreatedEndpointToken, endpoint_token_create, endpoint_token_revoke, endpoint_token_rotate
+from ..models import Deployment, EndpointToken
+from ..selectors import deployment_events, deployment_of, deployments_of, endpoint_token_of, endpoint_tokens_of
 from ..services import (
     DeploymentRejected,
     deployment_create,
@@ -32,6 +33,9 @@ from .serializers import (
     DeploymentEventSerializer,
     DeploymentLogsSerializer,
     DeploymentSerializer,
+    EndpointTokenCreatedSerializer,
+    EndpointTokenCreateSerializer,
+    EndpointTokenSerializer,
 )
 
 LOG_LINES = 200
@@ -59,10 +63,7 @@ class _OwnDeployment(generics.GenericAPIView):
     lookup_url_kwarg = "handle"
 
     def get_object(self) -> Deployment:
-        deployment = deployment_of(self.request.user, self.kwargs["handle"])
-        if deployment is None:
-            raise exceptions.NotFound(NOT_YOURS)
-        return deployment
+        return _own_deployment(self.request, self.kwargs["handle"])
 
 
 class DeploymentList(generics.ListAPIView):
@@ -151,10 +152,7 @@ class DeploymentEvents(generics.ListAPIView):
     serializer_class = DeploymentEventSerializer
 
     def get_queryset(self):
-        deployment = deployment_of(self.request.user, self.kwargs["handle"])
-        if deployment is None:
-            raise exceptions.NotFound(NOT_YOURS)
-        return deployment_events(deployment)
+        return deployment_events(_own_deployment(self.request, self.kwargs["handle"]))
 
 
 class DeploymentLogs(_OwnDeployment):
@@ -172,4 +170,77 @@ class DeploymentLogs(_OwnDeployment):
             return Response({"detail": f"node {deployment.node.name} does not answer: {exc}"}, status=503)
         return Response({"id": deployment.handle, "logs": logs})
 
+
+# --- endpoint tokens ----------------------------------------------------------------
+
+
+class EndpointTokenList(generics.ListAPIView):
+    """GET: the deployment's endpoint tokens (revoked ones too), newest first. POST: a new
+    token; its secret is in this answer only."""
+
+    permission_classes = [MayDeploy]
+    serializer_class = EndpointTokenSerializer
+
+    def get_queryset(self):
+        return endpoint_tokens_of(_own_deployment(self.request, self.kwargs["handle"]))
+
+    @extend_schema(request=EndpointTokenCreateSerializer, responses={201: EndpointTokenCreatedSerializer, **ERRORS})
+    def post(self, request: Request, handle: str) -> Response:
+        deployment = _own_deployment(request, handle)
+        payload = EndpointTokenCreateSerializer(data=request.data)
+        if not payload.is_valid():
+            return _invalid(payload)
+        try:
+            created = endpoint_token_create(
+                deployment=deployment, created_by=request.user, name=payload.validated_data["name"],
+                expires_at=payload.validated_data.get("expires_at"),
+            )
+        except DeploymentRejected as exc:
+            return _rejected(exc)
+        return Response(_created_body(created), status=status.HTTP_201_CREATED)
+
+
+class _OwnEndpointToken(generics.GenericAPIView):
+    permission_classes = [MayDeploy]
+    serializer_class = EndpointTokenSerializer
+
+    def get_object(self) -> EndpointToken:
+        token = endpoint_token_of(_own_deployment(self.request, self.kwargs["handle"]), self.kwargs["token_id"])
+        if token is None:
+            raise exceptions.NotFound("This deployment has no endpoint token with that id.")
+        return token
+
+
+class EndpointTokenRevoke(_OwnEndpointToken):
+    """The token stops working at once; it stays listed, marked revoked."""
+
+    @extend_schema(request=None, responses={200: EndpointTokenSerializer, 404: DeploymentErrorSerializer})
+    def post(self, request: Request, handle: str, token_id: int) -> Response:
+        token = endpoint_token_revoke(token=self.get_object(), revoked_by=request.user)
+        return Response(EndpointTokenSerializer(token).data)
+
+
+class EndpointTokenRotate(_OwnEndpointToken):
+    """A new secret under the same name and expiry; the old one stops working."""
+
+    @extend_schema(request=None, responses={201: EndpointTokenCreatedSerializer, 404: DeploymentErrorSerializer,
+                                            409: DeploymentErrorSerializer})
+    def post(self, request: Request, handle: str, token_id: int) -> Response:
+        try:
+            created = endpoint_token_rotate(token=self.get_object(), rotated_by=request.user)
+        except DeploymentRejected as exc:
+            return _rejected(exc)
+        return Response(_created_body(created), status=status.HTTP_201_CREATED)
+
+
+def _own_deployment(request: Request, handle: str) -> Deployment:
+    deployment = deployment_of(request.user, handle)
+    if deployment is None:
+        raise exceptions.NotFound(NOT_YOURS)
+    return deployment
+
+
+def _created_body(created: CreatedEndpointToken) -> dict:
+    created.token.secret = created.secret
+    return EndpointTokenCreatedSerializer(created.token).data
 

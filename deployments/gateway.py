@@ -1,0 +1,163 @@
+"""The gateway's hub side: `/d/<handle>/<path>` with `Authorization: Bearer <endpoint token>`
+reaches that deployment's endpoint; everything else is refused without a hint.
+
+A plain ASGI application, dispatched to by `hub_site/asgi.py` before Django's handler: every
+gateway request would otherwise pay for the sync middleware (sessions, CSRF, auth, messages,
+WhiteNoise), each a hop between the event loop and a thread, and none of it applies here (no
+session is read, no page rendered). What it needs of Django is one indexed query per request;
+the forwarding is `runners.gateway`'s.
+
+| answer | when |
+| --- | --- |
+| 401 + `WWW-Authenticate` | no `Authorization: Bearer` (a session cookie alone included) |
+| 404, always the same | a wrong, revoked or expired token, another deployment's token, a deleted deployment |
+| 503 + `Retry-After` | the deployment is not running |
+"""
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.db import connection
+from django.db.models import Q
+from django.utils import timezone
+
+from runners.gateway import Gateway, ProxyResult, Receive, Scope, Send, refuse_websocket, send_json_error
+from runners.harness.manifest import DEFAULT_MAX_BODY_BYTES
+
+from .endpoint_tokens import token_digest
+from .models import Deployment, EndpointToken
+
+State = Deployment.State
+PREFIX = "/d/"
+# /d/<handle> or /d/<handle>/<path>; the path is forwarded as the client encoded it.
+GATEWAY_PATH = re.compile(rb"^/d/(?P<handle>[a-z0-9-]{1,16})(?P<path>/[^?#]*)?$")
+BEARER = re.compile(r"^bearer\s+(?P<secret>[\x21-\x7e]{1,200})\s*$", re.IGNORECASE)
+UNAUTHORIZED = (
+    "send `Authorization: Bearer <token>` with an endpoint token of this deployment "
+    "(create one on the deployment's page); the hub's session cookie does not open endpoints"
+)
+NOT_FOUND = "no deployment endpoint here for this token"
+# How soon a client should ask again, by state: soon while it is on its way up.
+RETRY_AFTER = {State.PENDING: 10, State.BUILDING: 30, State.SCHEDULING: 5, State.STARTING: 5}
+RETRY_AFTER_STOPPED = 60
+
+OnFinish = Callable[[int, ProxyResult], None]
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the gateway needs to know of the deployment a token opens."""
+
+    deployment_id: int
+    handle: str
+    # Read, never written here: deployments change state only through their transitions.
+    seen_state: str
+    endpoint: str
+    max_body_bytes: int
+
+
+@dataclass(frozen=True)
+class Refusal:
+    status: int
+    message: str
+    retry_after: int
+
+
+class DeploymentGateway:
+    """The ASGI application for `/d/`. `on_finish(deployment_id, result)` is called after
+    each forwarded request (usage, activity); it must be cheap and must not block."""
+
+    def __init__(self, *, core: Gateway, on_finish: OnFinish | None = None):
+        self.core = core
+        self.on_finish = on_finish
+
+    @classmethod
+    def from_settings(cls, *, on_finish: OnFinish | None = None) -> "DeploymentGateway":
+        core = Gateway(
+            connect_timeout=settings.GATEWAY_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.GATEWAY_READ_TIMEOUT_SECONDS,
+            max_connections=settings.GATEWAY_MAX_CONNECTIONS,
+        )
+        return cls(core=core, on_finish=on_finish)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await refuse_websocket(scope, receive, send)
+            return
+        matched = GATEWAY_PATH.match(scope.get("raw_path") or scope["path"].encode())
+        if matched is None:
+            await send_json_error(send, 404, NOT_FOUND)
+            return
+        secret = bearer_secret(scope)
+        if secret is None:
+            await send_json_error(send, 401, UNAUTHORIZED, [(b"www-authenticate", b'Bearer realm="hub"')])
+            return
+        target = await target_of(token_digest(secret), matched["handle"].decode())
+        if target is None:
+            await send_json_error(send, 404, NOT_FOUND)
+            return
+        endpoint = await endpoint_of(target)
+        if isinstance(endpoint, Refusal):
+            await send_json_error(send, endpoint.status, endpoint.message, [(b"retry-after", str(endpoint.retry_after).encode())])
+            return
+        await self.core.forward(
+            scope, receive, send, upstream=endpoint, path=(matched["path"] or b"/").decode("latin-1"),
+            max_body_bytes=target.max_body_bytes, on_finish=self._finisher(target.deployment_id),
+        )
+
+    def _finisher(self, deployment_id: int) -> Callable[[ProxyResult], None] | None:
+        if self.on_finish is None:
+            return None
+        return lambda result: self.on_finish(deployment_id, result)
+
+    async def aclose(self) -> None:
+        await self.core.aclose()
+
+
+async def endpoint_of(target: Target) -> str | Refusal:
+    """Where to forward the request, or why not now: the one place that decides what a
+    request to a deployment that is not running gets."""
+    if target.seen_state == State.RUNNING and target.endpoint:
+        return target.endpoint
+    if target.seen_state in RETRY_AFTER:
+        return Refusal(503, f"deployment {target.handle} is {target.seen_state}, not running yet: try again shortly",
+                       RETRY_AFTER[target.seen_state])
+    return Refusal(503, f"deployment {target.handle} is {target.seen_state}: restart it on its page to call it again",
+                   RETRY_AFTER_STOPPED)
+
+
+def bearer_secret(scope: Scope) -> str | None:
+    header = next((value for name, value in scope["headers"] if name == b"authorization"), None)
+    if header is None:
+        return None
+    matched = BEARER.match(header.decode("latin-1"))
+    return matched["secret"] if matched else None
+
+
+# Not thread-sensitive: lookups run in the loop's thread pool side by side (each thread
+# keeps its own connection, reused for DATABASE_CONN_MAX_AGE), instead of queueing for
+# Django's one shared thread as `afirst()` would.
+@sync_to_async(thread_sensitive=False)
+def target_of(digest: str, handle: str) -> Target | None:
+    """The running-or-not deployment that a live token of `handle` opens, in one query by
+    the token's unique hash. Anything else (unknown, revoked, expired, another deployment's,
+    deleted) is None: the caller answers the same 404 for all of them."""
+    if not connection.in_atomic_block:
+        # What Django's request_started does: drop a connection that broke or aged out.
+        connection.close_if_unusable_or_obsolete()
+    row = (
+        EndpointToken.objects.filter(
+            Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()),
+            token_sha256=digest, revoked_at__isnull=True, deployment__handle=handle, deployment__deleted_at__isnull=True,
+        )
+        .values_list("deployment_id", "deployment__state", "deployment__endpoint",
+                     "deployment__version__manifest__serve__max_body_bytes")
+        .first()
+    )
+    if row is None:
+        return None
+    deployment_id, seen_state, endpoint, max_body_bytes = row
+    return Target(deployment_id=deployment_id, handle=handle, seen_state=seen_state, endpoint=endpoint,
+                  max_body_bytes=int(max_body_bytes or DEFAULT_MAX_BODY_BYTES))

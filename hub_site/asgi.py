@@ -1,0 +1,38 @@
+"""The hub as one ASGI application, served by uvicorn (`make run`).
+
+Gateway requests (`/d/...`) go straight to the gateway's own async handler; everything else
+to Django's ASGI handler with its whole middleware stack. The gateway skips Django's request
+handling on purpose (deployments/gateway.py says why): it answers at the speed of a proxy and
+holds thousands of requests without a thread each."""
+
+import os
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "hub_site.settings")
+django_application = get_asgi_application()
+
+from deployments.gateway import PREFIX, DeploymentGateway  # noqa: E402  (needs Django set up first)
+
+gateway = DeploymentGateway.from_settings()
+
+
+async def application(scope, receive, send) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+    elif scope["path"].startswith(PREFIX):
+        await gateway(scope, receive, send)
+    else:
+        await django_application(scope, receive, send)
+
+
+async def _lifespan(receive, send) -> None:
+    # Django's handler speaks no lifespan; the gateway closes its upstream connections here.
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await gateway.aclose()
+            await send({"type": "lifespan.shutdown.complete"})
+            return

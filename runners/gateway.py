@@ -1,0 +1,272 @@
+"""The gateway's core: forwards one ASGI request to a deployment's endpoint and streams the
+answer back. Plain Python (no Django): who may call which endpoint is decided before this,
+by the hub (deployments/gateway.py).
+
+- One pooled `httpx.AsyncClient` for every upstream: keep-alive connections are reused.
+- Request and response bodies stream chunk by chunk, both ways; nothing is buffered whole.
+- The hub's own credentials (`Authorization`, `Cookie`) and hop-by-hop headers never reach
+  the upstream; `X-Forwarded-For/-Proto/-Host` tell it who asked.
+- A body over `max_body_bytes` is refused with 413: by its Content-Length before any
+  connection is made, or, when it arrives in chunks, as soon as it grows past the limit.
+"""
+
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+
+import httpx
+
+Scope = dict
+Receive = Callable[[], Awaitable[dict]]
+Send = Callable[[dict], Awaitable[None]]
+
+# RFC 9110 section 7.6.1, plus the proxy ones: meaningful for one connection only.
+HOP_BY_HOP = frozenset({
+    b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
+    b"te", b"trailer", b"transfer-encoding", b"upgrade",
+})
+# The hub's credentials and what the proxy sets itself.
+NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"cookie", b"host", b"x-forwarded-proto", b"x-forwarded-host"}
+# The endpoint answers on the hub's origin: it may not set the hub's cookies, and the server
+# in front (uvicorn) writes its own Date and Server.
+NOT_RETURNED = HOP_BY_HOP | {b"set-cookie", b"date", b"server"}
+# Whatever a template answers is data, never a page that runs in the hub's origin.
+RETURNED_EXTRA = [(b"content-security-policy", b"sandbox"), (b"x-content-type-options", b"nosniff")]
+
+
+@dataclass(frozen=True)
+class ProxyResult:
+    """What one request through the gateway did, for usage records and metrics."""
+
+    status: int
+    bytes_in: int
+    bytes_out: int
+    duration_s: float
+    error: str = ""
+
+
+OnFinish = Callable[[ProxyResult], None]
+
+
+class BodyTooLarge(Exception):
+    """The request body passed the endpoint's limit while it streamed in."""
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body was complete."""
+
+
+# What proxies log for a request whose client went away (nginx's 499): nothing is sent.
+CLIENT_GONE = 499
+
+
+class Gateway:
+    """Forwards requests to upstreams through one connection pool. Create one per process;
+    `aclose()` it on shutdown."""
+
+    def __init__(self, *, connect_timeout: float = 5.0, read_timeout: float = 300.0, max_connections: int = 1000,
+                 transport: httpx.AsyncBaseTransport | None = None):
+        self._timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout)
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=min(max_connections, 200))
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        # Made on first use, inside the server's event loop.
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout, limits=self._limits, transport=self._transport, follow_redirects=False, trust_env=False,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def forward(self, scope: Scope, receive: Receive, send: Send, *, upstream: str, path: str,
+                      max_body_bytes: int, on_finish: OnFinish | None = None) -> ProxyResult:
+        """Send the request in `scope` to `upstream` + `path` (the query string is kept)
+        and stream the answer to `send`. Every outcome ends in a response and a result."""
+        started = time.perf_counter()
+        exchange = _Exchange(send)
+        try:
+            await self._forward(scope, receive, exchange, upstream=upstream, path=path, max_body_bytes=max_body_bytes)
+        finally:
+            result = ProxyResult(
+                status=exchange.status, bytes_in=exchange.bytes_in, bytes_out=exchange.bytes_out,
+                duration_s=time.perf_counter() - started, error=exchange.error,
+            )
+            if on_finish is not None:
+                on_finish(result)
+        return result
+
+    async def _forward(self, scope: Scope, receive: Receive, exchange: "_Exchange", *, upstream: str, path: str,
+                       max_body_bytes: int) -> None:
+        if is_websocket(scope):
+            await exchange.refuse(501, "websocket connections are not supported by the gateway yet: use plain HTTP requests")
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > max_body_bytes:
+            await exchange.refuse(413, f"the request body is {declared} bytes; this endpoint takes at most {max_body_bytes}")
+            return
+        try:
+            body = await _request_body(receive, exchange, max_body_bytes)
+            request = self.client.build_request(
+                scope["method"], _upstream_url(upstream, path, scope), headers=forwarded_headers(scope), content=body,
+            )
+            response = await self.client.send(request, stream=True)
+        except ClientGone:
+            exchange.status, exchange.error = CLIENT_GONE, "the client went away before its request was complete"
+            return
+        except BodyTooLarge:
+            await exchange.refuse(413, f"the request body grew past {max_body_bytes} bytes, the most this endpoint takes")
+            return
+        except httpx.TimeoutException as exc:
+            await exchange.refuse(504, f"the deployment did not answer in time ({type(exc).__name__})")
+            return
+        except httpx.HTTPError as exc:
+            await exchange.refuse(502, f"the deployment cannot be reached: {_reason(exc)}")
+            return
+        try:
+            await exchange.stream(response)
+        finally:
+            await response.aclose()
+
+
+class _Exchange:
+    """The client side of one request: what was sent back, and how much."""
+
+    def __init__(self, send: Send):
+        self._send = send
+        self.status = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.error = ""
+        self.started = False
+
+    async def refuse(self, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+        self.error = message
+        await send_json_error(self._send, status, message, headers)
+        self.status = status
+        self.started = True
+
+    async def stream(self, response: httpx.Response) -> None:
+        headers = [(name, value) for name, value in response.headers.raw if name.lower() not in NOT_RETURNED]
+        await self._send({"type": "http.response.start", "status": response.status_code, "headers": headers + RETURNED_EXTRA})
+        self.status, self.started = response.status_code, True
+        try:
+            # Raw: as the upstream encoded it (gzip stays gzip), each chunk as it arrives.
+            async for chunk in response.aiter_raw():
+                self.bytes_out += len(chunk)
+                await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except httpx.HTTPError as exc:
+            # The status is gone already: end the body; the client sees a short answer.
+            self.error = f"the deployment broke off its answer: {_reason(exc)}"
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _request_body(receive: Receive, exchange: _Exchange, limit: int) -> bytes | AsyncIterator[bytes]:
+    """The body as bytes when it came in one piece (most requests), else a stream that
+    forwards each piece as it arrives and stops as soon as the total passes `limit`."""
+    first = await receive()
+    if first["type"] == "http.disconnect":
+        raise ClientGone()
+    head = first.get("body", b"")
+    exchange.bytes_in = len(head)
+    if exchange.bytes_in > limit:
+        raise BodyTooLarge()
+    if not first.get("more_body", False):
+        return head
+
+    async def rest() -> AsyncIterator[bytes]:
+        if head:
+            yield head
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise ClientGone()
+            piece = message.get("body", b"")
+            exchange.bytes_in += len(piece)
+            if exchange.bytes_in > limit:
+                raise BodyTooLarge()
+            if piece:
+                yield piece
+            if not message.get("more_body", False):
+                return
+
+    return rest()
+
+
+def forwarded_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
+    """The request's headers without the hub's credentials and hop-by-hop ones (also those
+    the Connection header names), plus who asked, through which scheme and host."""
+    headers = scope["headers"]
+    named = {
+        token.strip().lower() for name, value in headers if name == b"connection" for token in value.split(b",")
+    }
+    kept = [(name, value) for name, value in headers if name not in NOT_FORWARDED and name not in named]
+    host = next((value for name, value in headers if name == b"host"), b"")
+    client = (scope.get("client") or ("",))[0].encode()
+    earlier = [value for name, value in kept if name == b"x-forwarded-for"]
+    kept = [(name, value) for name, value in kept if name != b"x-forwarded-for"]
+    chain = b", ".join([*earlier, client]) if client else b", ".join(earlier)
+    if chain:
+        kept.append((b"x-forwarded-for", chain))
+    kept.append((b"x-forwarded-proto", scope.get("scheme", "http").encode()))
+    if host:
+        kept.append((b"x-forwarded-host", host))
+    return kept
+
+
+def is_websocket(scope: Scope) -> bool:
+    if scope["type"] == "websocket":
+        return True
+    return any(name == b"upgrade" and value.strip().lower() == b"websocket" for name, value in scope["headers"])
+
+
+async def send_json_error(send: Send, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """An answer of the gateway itself: OpenAI-style JSON, like the harness's own errors."""
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    body = json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
+    await send({
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"), *headers],
+    })
+    await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """A websocket handshake (when the server speaks websocket): 501 where the server lets
+    an app answer the handshake with HTTP, else a refused handshake."""
+    await receive()  # websocket.connect
+    if "websocket.http.response" in scope.get("extensions", {}):
+        message = b'{"error": {"message": "websocket connections are not supported by the gateway yet", "code": 501}}'
+        await send({"type": "websocket.http.response.start", "status": 501,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "websocket.http.response.body", "body": message})
+    else:
+        await send({"type": "websocket.close", "code": 1003})
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _upstream_url(upstream: str, path: str, scope: Scope) -> str:
+    query = scope.get("query_string", b"")
+    return upstream.rstrip("/") + path + (("?" + query.decode("latin-1")) if query else "")
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__

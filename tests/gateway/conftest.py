@@ -1,0 +1,95 @@
+"""Real servers for the gateway's tests: uvicorn in a thread on a free loopback port."""
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+
+import uvicorn
+
+from tests.netutil import free_port
+
+
+@contextlib.contextmanager
+def served(app, *, lifespan: str = "off"):
+    """`app` behind a real uvicorn on 127.0.0.1; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, lifespan=lifespan, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError(f"uvicorn did not start on port {port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+class RecordingUpstream:
+    """An endpoint that remembers every request it got (method, path, query, headers, body)
+    and answers with them as JSON; `/stream` sends five chunks 0.3 s apart."""
+
+    CHUNKS = 5
+    PAUSE = 0.3
+
+    def __init__(self):
+        self.seen: list[dict] = []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        seen = {
+            "method": scope["method"], "path": scope["path"], "query": scope["query_string"].decode(),
+            "headers": [[name.decode(), value.decode()] for name, value in scope["headers"]], "body": body.decode("latin-1"),
+        }
+        self.seen.append(seen)
+        if scope["path"] == "/stream":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+            for index in range(self.CHUNKS):
+                await send({"type": "http.response.body", "body": f"data: {index}\n\n".encode(), "more_body": True})
+                await asyncio.sleep(self.PAUSE)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            return
+        answer = json.dumps(seen).encode()
+        await send({"type": "http.response.start", "status": 201 if scope["method"] == "PUT" else 200, "headers": [
+            (b"content-type", b"application/json"), (b"set-cookie", b"sessionid=stolen; Path=/"), (b"x-upstream", b"yes"),
+        ]})
+        await send({"type": "http.response.body", "body": answer})
+
+
+@contextlib.contextmanager
+def hub_server(log, **env):
+    """The hub as `make run` serves it (uvicorn, hub_site.asgi) in a process of its own, on
+    the test's database; yields its base URL."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.browser.conftest import ROOT, stop_process_group, test_database_url
+    from tests.netutil import wait_for_port
+
+    port = free_port()
+    environment = {**os.environ, "DEBUG": "1", "DATABASE_URL": test_database_url(), **env}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "hub_site.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+             "--loop", "uvloop", "--http", "httptools", "--no-server-header"],
+            cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        if not wait_for_port(port, 60):
+            raise RuntimeError(f"the hub did not start: {log.read_text()[-2000:]}")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process_group(process)

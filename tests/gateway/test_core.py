@@ -1,0 +1,174 @@
+"""The gateway's core (runners/gateway.py) between a real client, a real uvicorn in front of
+it and a real upstream server: what reaches the upstream, what comes back, and when."""
+
+import socket
+import time
+
+import httpx
+import pytest
+
+from runners.gateway import Gateway, ProxyResult
+from tests.netutil import free_port
+
+from .conftest import served
+
+LIMIT = 4096
+
+
+class CoreApp:
+    """The core as a whole ASGI app, forwarding everything under / to one upstream."""
+
+    def __init__(self, upstream: str):
+        self.upstream = upstream
+        self.core = Gateway(connect_timeout=2, read_timeout=10)
+        self.results: list[ProxyResult] = []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return
+        await self.core.forward(scope, receive, send, upstream=self.upstream, path=scope["raw_path"].decode(),
+                                max_body_bytes=LIMIT, on_finish=self.results.append)
+
+
+@pytest.fixture
+def proxied(upstream):
+    app = CoreApp(upstream.url)
+    with served(app) as url:
+        app.url = url
+        yield app
+
+
+def headers_seen(request: dict) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    for name, value in request["headers"]:
+        found.setdefault(name, []).append(value)
+    return found
+
+
+def test_it_never_forwards_the_hubs_authorization_or_cookies(proxied, upstream):
+    answer = httpx.get(f"{proxied.url}/v1/models", headers={
+        "Authorization": "Bearer hubep_secret", "Cookie": "sessionid=abc; csrftoken=def", "X-Client": "kept",
+        "Connection": "keep-alive, X-Private", "X-Private": "hop", "Proxy-Authorization": "Basic eA==",
+    })
+    assert answer.status_code == 200
+    seen = headers_seen(upstream.seen[-1])
+    assert "authorization" not in seen and "cookie" not in seen and "proxy-authorization" not in seen
+    # Named by Connection: meant for this hop only.
+    assert "x-private" not in seen
+    assert seen["x-client"] == ["kept"]
+    assert seen["x-forwarded-for"] == ["127.0.0.1"] and seen["x-forwarded-proto"] == ["http"]
+    assert seen["x-forwarded-host"] == [proxied.url.removeprefix("http://")]
+
+
+def test_it_passes_methods_queries_bodies_and_statuses_through(proxied, upstream):
+    answer = httpx.put(f"{proxied.url}/collections/docs?limit=3&q=a%20b", content=b'{"x": 1}',
+                       headers={"Content-Type": "application/json"})
+    assert answer.status_code == 201
+    seen = upstream.seen[-1]
+    assert (seen["method"], seen["path"], seen["query"], seen["body"]) == ("PUT", "/collections/docs", "limit=3&q=a%20b", '{"x": 1}')
+    assert headers_seen(seen)["content-type"] == ["application/json"]
+    assert answer.headers["x-upstream"] == "yes"
+    result = proxied.results[-1]
+    assert (result.status, result.bytes_in, result.bytes_out) == (201, 8, len(answer.content)) and result.duration_s > 0
+    httpx.delete(f"{proxied.url}/collections/docs")
+    assert upstream.seen[-1]["method"] == "DELETE"
+
+
+def test_it_keeps_the_endpoint_from_setting_the_hubs_cookies_or_serving_pages(proxied):
+    answer = httpx.get(f"{proxied.url}/anything")
+    assert "set-cookie" not in answer.headers
+    assert answer.headers["content-security-policy"] == "sandbox"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+def test_it_streams_a_chunked_request_body_through(proxied, upstream):
+    def pieces():
+        for index in range(4):
+            yield f"piece-{index};".encode()
+
+    answer = httpx.post(f"{proxied.url}/ingest", content=pieces())
+    assert answer.status_code == 200
+    assert upstream.seen[-1]["body"] == "piece-0;piece-1;piece-2;piece-3;"
+    assert proxied.results[-1].bytes_in == len("piece-0;") * 4
+
+
+def test_it_streams_the_answer_chunk_by_chunk_as_the_upstream_sends_it(proxied, upstream):
+    arrivals = []
+    started = time.monotonic()
+    with httpx.stream("GET", f"{proxied.url}/stream", timeout=10) as answer:
+        for chunk in answer.iter_raw():
+            if chunk:
+                arrivals.append((time.monotonic() - started, chunk))
+    body = b"".join(chunk for _, chunk in arrivals)
+    assert body == b"".join(f"data: {index}\n\n".encode() for index in range(upstream.CHUNKS))
+    assert len(arrivals) >= 3, arrivals
+    # The upstream takes 4 pauses of 0.3 s: buffered, everything would arrive at the end.
+    assert arrivals[-1][0] - arrivals[0][0] > 0.8, arrivals
+
+
+def test_it_refuses_a_declared_oversized_body_before_the_upstream_hears_of_it(proxied, upstream):
+    answer = httpx.post(f"{proxied.url}/v1/embeddings", content=b"x" * (LIMIT + 1))
+    assert answer.status_code == 413
+    assert f"at most {LIMIT}" in answer.json()["error"]["message"]
+    assert upstream.seen == []
+    assert proxied.results[-1].status == 413
+
+
+def test_it_stops_a_chunked_body_that_grows_past_the_limit_piece_by_piece(proxied, upstream):
+    def trickle():
+        for _ in range(40):
+            time.sleep(0.02)  # each piece arrives on its own
+            yield b"y" * 1024
+
+    answer = httpx.post(f"{proxied.url}/v1/embeddings", content=trickle())
+    assert answer.status_code == 413
+    assert "grew past" in answer.json()["error"]["message"]
+    # Stopped at the first piece past the limit (pieces may arrive joined on a busy machine),
+    # long before the 40 KiB end: the upstream never got a whole request.
+    assert LIMIT < proxied.results[-1].bytes_in < 20 * 1024
+    assert all(len(request["body"]) <= LIMIT for request in upstream.seen)
+
+
+def test_it_stops_reading_a_flood_long_before_its_end(proxied, upstream):
+    answer = httpx.post(f"{proxied.url}/v1/embeddings", content=iter([b"z" * (1024 * 1024)]))
+    assert answer.status_code == 413
+    # What it read is the server's first buffer (about 64 KiB), not the whole megabyte.
+    assert proxied.results[-1].bytes_in < 200 * 1024
+    assert upstream.seen == []
+
+
+def test_it_answers_a_websocket_upgrade_with_501(proxied, upstream):
+    answer = httpx.get(f"{proxied.url}/socket", headers={
+        "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    })
+    assert answer.status_code == 501
+    assert "websocket" in answer.json()["error"]["message"]
+    assert upstream.seen == []
+
+
+def test_it_answers_502_with_the_reason_when_the_upstream_is_unreachable():
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # bound, never listening: connections are refused
+        app = CoreApp(f"http://127.0.0.1:{port}")
+        with served(app) as url:
+            answer = httpx.get(f"{url}/v1/models")
+    assert answer.status_code == 502
+    assert answer.json()["error"]["message"].startswith("the deployment cannot be reached:")
+    assert app.results[-1].status == 502 and app.results[-1].error
+
+
+def test_it_reuses_pooled_connections_to_the_upstream(proxied, upstream):
+    for _ in range(5):
+        httpx.get(f"{proxied.url}/again")
+    ports = {dict(request["headers"]).get("x-forwarded-for") for request in upstream.seen}
+    assert ports == {"127.0.0.1"}
+    # One keep-alive connection served all five: the pool holds it.
+    pool = proxied.core.client._transport._pool
+    assert len(pool.connections) == 1
+
+
+def test_free_port_is_usable_for_the_unreachable_case():
+    # Guards the test above: a fresh port is not served by anything.
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{free_port()}/", timeout=1)
