@@ -5,7 +5,7 @@ from rest_framework.exceptions import ValidationError
 
 from .manifest import Kind, Tier
 from .models import Tag, Template
-from .selectors import SORTS, template_search, template_sorted
+from .selectors import SORTS, template_search
 
 
 def _one_of(values: list[str]) -> str:
@@ -17,15 +17,17 @@ def _unknown(what: str, choices: list[str]) -> dict[str, str]:
     return {"invalid_choice": f"No {what} called '%(value)s': choose {_one_of(choices)}."}
 
 
+SEARCH_AND_SORT = {"q", "sort"}
 TIERS = [t.value for t in Tier]
 KINDS = [k.value for k in Kind]
 
 
 class TemplateFilter(django_filters.FilterSet):
     """The catalog's search, filters and sort, shared by the web pages and the API.
-    A value it does not know is an error that says what to choose, never ignored."""
+    A value it does not know is an error that says what to choose, never ignored.
+    The search and the sort apply together, after the other filters (filter_queryset)."""
 
-    q = django_filters.CharFilter(method="filter_search", label="Search", max_length=200)
+    q = django_filters.CharFilter(label="Search", max_length=200)
     tier = django_filters.ChoiceFilter(
         choices=[(t, t.title()) for t in TIERS], empty_label="Any tier", error_messages=_unknown("tier", TIERS)
     )
@@ -42,7 +44,6 @@ class TemplateFilter(django_filters.FilterSet):
     )
     sort = django_filters.ChoiceFilter(
         choices=list(SORTS.items()),
-        method="filter_sort",
         label="Sort",
         empty_label=None,
         error_messages=_unknown("sort", list(SORTS)),
@@ -63,14 +64,16 @@ class TemplateFilter(django_filters.FilterSet):
             return False
         return True
 
-    def filter_search(self, queryset: QuerySet[Template], name: str, value: str) -> QuerySet[Template]:
-        return template_search(queryset, value)
-
     def filter_gpu(self, queryset: QuerySet[Template], name: str, value: str) -> QuerySet[Template]:
         return queryset.filter(needs_gpu=value == "yes")
 
-    def filter_sort(self, queryset: QuerySet[Template], name: str, value: str) -> QuerySet[Template]:
-        return template_sorted(queryset, sort=value, searched=bool(self.form.cleaned_data.get("q", "").strip()))
+    def filter_queryset(self, queryset: QuerySet[Template]) -> QuerySet[Template]:
+        # Last: a ranked search picks its candidates among what the other filters keep.
+        data = self.form.cleaned_data
+        for name, field_filter in self.filters.items():
+            if name not in SEARCH_AND_SORT:
+                queryset = field_filter.filter(queryset, data.get(name))
+        return template_search(queryset, data.get("q") or "", sort=data.get("sort") or "relevance")
 
     def error_list(self) -> list[dict[str, str]]:
         return [{"field": field, "message": message} for field, messages in self.errors.items() for message in messages]

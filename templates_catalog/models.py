@@ -121,11 +121,13 @@ class Template(models.Model):
 
 
 class TemplateSearch(models.Model):
-    """PostgreSQL's weighted full-text vector of a template (templates_catalog.search),
+    """PostgreSQL's weighted full-text vectors of a template (templates_catalog.search),
     GIN-indexed. A table of its own: a vector holds the README's start (about 600 bytes
     stored), and in the template row it made every list, filter and count read it. Empty on SQLite."""
 
     template = models.OneToOneField(Template, on_delete=models.CASCADE, primary_key=True, related_name="search")
+    # Every field but the README: which field a match is in, by its weights (search.FIELD_TIERS).
+    head = SearchVectorField()
     vector = SearchVectorField()
 
 

@@ -2,23 +2,26 @@
 
 import hashlib
 import hmac
+import json
 import operator
 import re
 from dataclasses import dataclass
 from functools import reduce
 
 from django.contrib.auth.models import AnonymousUser, User
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.lookups import TrigramSimilar
 from django.contrib.postgres.search import SearchQuery, SearchRank, TrigramSimilarity
 from django.core.paginator import Page, Paginator
 from django.db import connections
 from django.db.models import (
+    BigIntegerField,
     BooleanField,
     Case,
     Count,
     Exists,
     F,
-    FloatField,
+    Func,
     IntegerField,
     OuterRef,
     Q,
@@ -27,12 +30,24 @@ from django.db.models import (
     Value,
     When,
 )
-from django.db.models.expressions import Combinable
+from django.db.models.expressions import Combinable, Expression
+from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.functional import cached_property
 
-from .models import ApiToken, Build, Membership, Publisher, PublisherInvitation, SearchWord, Tag, Template, TemplateVersion
-from .search import SEARCH_CONFIG, TYPO_MIN_WORD
+from .models import (
+    ApiToken,
+    Build,
+    Membership,
+    Publisher,
+    PublisherInvitation,
+    SearchWord,
+    Tag,
+    Template,
+    TemplateSearch,
+    TemplateVersion,
+)
+from .search import FIELD_TIERS, SEARCH_CONFIG, TYPO_MIN_WORD, head_up_to
 from .versions import SemVer
 
 SORTS = {"relevance": "Relevance", "name": "Name", "newest": "Newest"}
@@ -45,6 +60,8 @@ FACET_MAX_RESULTS = 1000
 # Past this many results a list says "1000+": counting every match of a common word
 # would cost more than the page, and nobody pages that far instead of narrowing.
 COUNT_CAP = 1000
+# Enough to tell "more than COUNT_CAP"; one more as the exact name may come twice.
+RANKED_CANDIDATES = COUNT_CAP + 2
 
 
 def _visibility_filter(user: User | AnonymousUser, token: ApiToken | None = None) -> Q:
@@ -72,9 +89,12 @@ def templates_visible_to(user: User | AnonymousUser, token: ApiToken | None = No
 
 def template_catalog(user: User | AnonymousUser, token: ApiToken | None = None) -> QuerySet[Template]:
     """The visible templates with everything a catalog card shows, in a fixed number of queries."""
+    return _as_cards(templates_visible_to(user, token))
+
+
+def _as_cards(templates: QuerySet[Template]) -> QuerySet[Template]:
     return (
-        templates_visible_to(user, token)
-        .select_related("publisher", "latest_version")
+        templates.select_related("publisher", "latest_version")
         .defer(
             "latest_version__readme",
             "latest_version__readme_html",
@@ -128,37 +148,100 @@ class CatalogPage:
 def template_catalog_page(queryset: QuerySet[Template], number: str | int | None, per_page: int) -> CatalogPage:
     """One page of the catalog in the queryset's order. The page's ids come from the
     template table alone (an index walk even on deep pages of the name sort; the ranked
-    ids of a search); only those rows are then joined."""
+    ids of a search); only those rows are then read as cards, by id alone: the ids were
+    chosen by the queryset's scope and filters (and a second list of ids beside the
+    page's would have PostgreSQL scan every template)."""
     ids = CappedPaginator(queryset.values_list("pk", flat=True), per_page).get_page(number)
     page_ids = list(ids.object_list)
-    by_pk = {template.pk: template for template in queryset.filter(pk__in=page_ids).order_by()}
+    by_pk = {template.pk: template for template in _as_cards(Template.objects.filter(pk__in=page_ids))}
     return CatalogPage(page=ids, templates=[by_pk[pk] for pk in page_ids])
 
 
-def template_search(queryset: QuerySet[Template], query: str) -> QuerySet[Template]:
-    """The templates matching `query`, annotated with `relevance` and ordered by it (an
-    exact name first, then name > title > tags > summary > README). On PostgreSQL by
-    full text, or, when no template matches so, by every word being close to a word of
-    the template (typos, prefixes); on SQLite every word must appear somewhere."""
+def template_search(queryset: QuerySet[Template], query: str, *, sort: str = "relevance") -> QuerySet[Template]:
+    """The templates matching `query` in `sort` order: by relevance (an exact name
+    first, then name > title > tags > summary > README), by name or newest. On
+    PostgreSQL by full text, each word widened to the catalog's words closest to it when
+    it is not one of them (typos); on SQLite every word must appear somewhere."""
     words = query.lower().split()[:MAX_QUERY_WORDS]
     if not words:
-        return queryset
+        return template_sorted(queryset, sort=sort)
+    text = " ".join(words)
     if connections[queryset.db].vendor == "postgresql":
-        queryset = _matching_postgresql(queryset, " ".join(words), words)
-    else:
-        queryset = _matching_simple(queryset, words)
-    return queryset.order_by("-relevance", "name")
+        full_text = _typos_widened(text, words)
+        if sort == "relevance":
+            return _ranked_postgresql(queryset, text, words, full_text)
+        return template_sorted(queryset.filter(search__vector=full_text), sort=sort)
+    matching = _matching_simple(queryset, words)
+    return matching.order_by("-relevance", "name") if sort == "relevance" else template_sorted(matching, sort=sort)
 
 
-def _exact_name(text: str) -> Case:
-    return Case(When(name=text, then=Value(10.0)), default=Value(0.0), output_field=FloatField())
+def _ranked_postgresql(queryset: QuerySet[Template], text: str, words: list[str], full_text: SearchQuery) -> QuerySet[Template]:
+    """`queryset`'s best matches (`_ranked_candidates`, read once here) by tier, then
+    ts_rank, then name: the page's count, ids and rows look up at most
+    RANKED_CANDIDATES templates by key, and never rank a match again."""
+    candidates = _ranked_candidates(queryset, text, words, full_text)
+    places = {key: place for place, key in enumerate(sorted(set(candidates.values()), key=lambda key: (key[0], -key[1])))}
+    place = NumberById({template_id: places[key] for template_id, key in candidates.items()})
+    ids = Cast(Value(list(candidates)), ArrayField(BigIntegerField()))
+    return queryset.filter(PkInArray(ids)).alias(rank_place=place).order_by("rank_place", "name")
 
 
-def _matching_postgresql(queryset: QuerySet[Template], text: str, words: list[str]) -> QuerySet[Template]:
-    full_text = _typos_widened(text, words)
-    return queryset.filter(search__vector=full_text).annotate(
-        relevance=_exact_name(text) + SearchRank(F("search__vector"), full_text)
-    )
+class PkInArray(Func):
+    """`pk = ANY(ids)`: a thousand ids as one array parameter, where an IN list would
+    bind (and have the driver parse) one parameter each."""
+
+    output_field = BooleanField()
+
+    def __init__(self, ids: Expression) -> None:
+        super().__init__(F("pk"), ids)
+
+    def as_sql(self, compiler, connection, **extra_context):
+        (pk, pk_params), (ids, ids_params) = (compiler.compile(expression) for expression in self.get_source_expressions())
+        return f"{pk} = ANY({ids})", [*pk_params, *ids_params]
+
+
+class NumberById(Func):
+    """The number `numbers` gives the row's pk, sent as one JSON object: jsonb finds a
+    key by binary search, where array_position would walk a whole array for every row."""
+
+    output_field = IntegerField()
+
+    def __init__(self, numbers: dict[int, int]) -> None:
+        super().__init__(Value(json.dumps(numbers)), F("pk"))
+
+    def as_sql(self, compiler, connection, **extra_context):
+        (numbers, numbers_params), (pk, pk_params) = (compiler.compile(expression) for expression in self.get_source_expressions())
+        return f"(({numbers})::jsonb ->> ({pk})::text)::integer", [*numbers_params, *pk_params]
+
+
+def _ranked_candidates(queryset: QuerySet[Template], text: str, words: list[str], full_text: SearchQuery) -> dict[int, tuple[int, float]]:
+    """The tier and ts_rank (over all the fields, weighted) of up to RANKED_CANDIDATES of
+    `queryset`'s matches, by id. The tiers: the exact name (0), then the first of
+    FIELD_TIERS to hold every word, then the README. Never every match of a common word:
+    the tiers are read in turn under one LIMIT (UNION ALL: the tiers after it is reached
+    are not read), so every match of the tiers before the COUNT_CAP-th is a candidate and
+    only the last tier reached is sampled."""
+    # A scalar subquery looks each candidate's template up by key; the planner would turn
+    # an EXISTS into a join that hashes every visible template first.
+    visible = queryset.filter(pk=OuterRef("template_id")).order_by().values("pk")[:1]
+    tier_vectors = {f"tier_{index}": head_up_to(weights) for index, weights in enumerate(FIELD_TIERS)}
+    matches = TemplateSearch.objects.alias(visible=Subquery(visible), **tier_vectors).filter(visible__isnull=False).order_by()
+    # Without an excluded word, a match in a tier is a match of the whole vector; checking
+    # it anyway would have the planner AND in the whole vector's index, every row of a common word.
+    in_tiers = matches.filter(vector=full_text) if any(word.startswith("-") for word in words) else matches
+    exact = Template.objects.filter(name=text).values("pk")[:1]
+    tiers = [matches.filter(vector=full_text, template_id=Subquery(exact))]
+    for index in range(len(FIELD_TIERS)):
+        tier = in_tiers.filter(**{f"tier_{index}": full_text})
+        tiers.append(tier.exclude(**{f"tier_{index - 1}": full_text}) if index else tier)
+    tiers.append(matches.filter(vector=full_text).exclude(**{f"tier_{len(FIELD_TIERS) - 1}": full_text}))
+    ts_rank = SearchRank(F("vector"), full_text)
+    rows = [tier.annotate(tier=Value(index), rank=ts_rank).values_list("template_id", "tier", "rank") for index, tier in enumerate(tiers)]
+    candidates: dict[int, tuple[int, float]] = {}
+    for template_id, tier, rank in rows[0].union(*rows[1:], all=True)[:RANKED_CANDIDATES]:
+        # The exact name comes twice: as itself and in its field's tier.
+        candidates[template_id] = min(candidates.get(template_id, (tier, rank)), (tier, rank))
+    return candidates
 
 
 def _typos_widened(text: str, words: list[str]) -> SearchQuery:
@@ -211,12 +294,10 @@ def _matching_simple(queryset: QuerySet[Template], words: list[str]) -> QuerySet
     return queryset.filter(every_word).annotate(relevance=relevance)
 
 
-def template_sorted(queryset: QuerySet[Template], *, sort: str, searched: bool) -> QuerySet[Template]:
-    """`relevance` keeps a search's ranking (name order without a search)."""
+def template_sorted(queryset: QuerySet[Template], *, sort: str) -> QuerySet[Template]:
+    """Newest first, or by name (also for "relevance" without a search)."""
     if sort == "newest":
         return queryset.order_by("-created_at", "-id")
-    if sort == "relevance" and searched:
-        return queryset
     return queryset.order_by("name")
 
 

@@ -20,6 +20,7 @@ from ..models import ApiToken, BundleProblem, Publisher, Template, TemplateVersi
 from ..selectors import template_catalog, template_detail
 from ..services import PublishTooLarge, template_version_publish, template_version_yank
 from ..stored_bundles import bundle_problem_record
+from .pagination import CatalogPagination
 from .parsers import BundleStreamParser, OctetStreamBundleParser
 from .serializers import (
     PublishErrorSerializer,
@@ -69,6 +70,7 @@ class TemplateList(generics.ListAPIView):
     serializer_class = TemplateSerializer
     filter_backends = [CatalogFilterBackend]
     filterset_class = TemplateFilter
+    pagination_class = CatalogPagination
 
     def get_queryset(self):
         return template_catalog(self.request.user, _token(self.request)).order_by("name")

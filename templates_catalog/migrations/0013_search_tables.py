@@ -10,8 +10,6 @@ import django.contrib.postgres.search
 import django.db.models.deletion
 from django.db import migrations, models
 
-from templates_catalog.search import template_search_vector_refresh
-
 CREATE_INDEX = "CREATE INDEX IF NOT EXISTS template_search_gin ON templates_catalog_templatesearch USING gin (vector)"
 CREATE_WORD_INDEX = "CREATE INDEX IF NOT EXISTS search_word_trgm ON templates_catalog_searchword USING gin (word gin_trgm_ops)"
 COPY_BACK = """
@@ -28,11 +26,6 @@ def _on_postgresql(*statements):
                 schema_editor.execute(statement)
 
     return apply
-
-
-def fill(apps, schema_editor):
-    Template = apps.get_model("templates_catalog", "Template")
-    template_search_vector_refresh(templates=Template.objects.using(schema_editor.connection.alias).all())
 
 
 class Migration(migrations.Migration):
@@ -63,9 +56,7 @@ class Migration(migrations.Migration):
             ],
         ),
         migrations.RunPython(_on_postgresql(CREATE_INDEX, CREATE_WORD_INDEX), _on_postgresql(COPY_BACK, CREATE_OLD_INDEX)),
-        # Computed afresh rather than copied: it also fills the vectors of a database that
-        # skipped 0011's fill (which now leaves it to this migration).
-        migrations.RunPython(fill, migrations.RunPython.noop),
+        # The vectors are filled by 0014 (they gained a second column there), computed afresh.
         # Dropping the column drops its GIN index (template_search_vector_gin) with it.
         migrations.RemoveField(model_name="template", name="search_vector"),
     ]

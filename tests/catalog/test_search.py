@@ -246,3 +246,62 @@ def test_a_count_past_the_cap_says_so_and_skips_the_facets(client, vectors, monk
     # At the cap exactly, the count is exact.
     exact = client.get(f"{LIST}?q=vector").content.decode()
     assert "4 templates" in exact and "4+" not in exact
+
+
+@pytest.fixture
+def few_candidates(monkeypatch, settings):
+    """A catalog where a common word has more matches than a ranked search orders."""
+    monkeypatch.setattr("templates_catalog.selectors.COUNT_CAP", 4)
+    monkeypatch.setattr("templates_catalog.selectors.RANKED_CANDIDATES", 6)
+    settings.CATALOG_PAGE_SIZE = 2
+
+
+@postgresql_only
+def test_a_ranked_search_past_its_candidates_still_puts_the_best_fields_first(client, publish, few_candidates):
+    for index in range(6):
+        publish(name=f"manual-{index}", title="Manual", summary="Plain text.", tags=["docs"], readme="# Manual\n\nUses a zeppelin.\n")
+    publish(name="in-summary", title="Airship", summary="A zeppelin in brief.", tags=["docs"])
+    publish(name="in-title", title="Zeppelin tools", summary="Plain text.", tags=["docs"])
+    publish(name="zeppelin-kit", title="Kit", summary="Plain text.", tags=["docs"])
+
+    response = client.get(f"{LIST}?q=zeppelin")
+    assert _names(response) == ["zeppelin-kit", "in-title"]
+    assert "4+ templates" in response.content.decode()
+    # Then the summary match, before the README matches (only some of which were ranked).
+    second = _names(client.get(f"{LIST}?q=zeppelin&page=2"))
+    assert second[0] == "in-summary" and second[1].startswith("manual-")
+
+
+@postgresql_only
+def test_the_exact_name_is_first_even_when_its_tier_is_past_the_candidates(client, publish, few_candidates):
+    for index in range(6):
+        publish(name=f"zeppelin-{index}", title="Zeppelin", summary="Plain text.", tags=["docs"])
+    publish(name="zeppelin", title="Zeppelin", summary="Plain text.", tags=["docs"])
+    assert _names(client.get(f"{LIST}?q=zeppelin"))[0] == "zeppelin"
+
+
+@postgresql_only
+def test_ranked_candidates_are_taken_among_what_the_other_filters_keep(client, publish, few_candidates):
+    for index in range(6):
+        publish(name=f"zeppelin-{index}", title="Zeppelin", tags=["docs"])
+    publish(name="airship-app", tier="app", title="Airship", summary="Plain text.", tags=["docs"], readme="# Airship\n\nFlies a zeppelin.\n")
+    assert _names(client.get(f"{LIST}?q=zeppelin&tier=app")) == ["airship-app"]
+    assert [t["name"] for t in client.get(f"{API}?q=zeppelin&tier=app").json()["results"]] == ["airship-app"]
+
+
+@postgresql_only
+def test_a_search_sorted_by_name_or_newest_sorts_every_match_not_only_the_ranked_ones(client, publish, few_candidates):
+    for index in range(6):
+        publish(name=f"zeppelin-{index}", title="Zeppelin", tags=["docs"])
+    publish(name="airship", title="Airship", summary="Plain text.", tags=["docs"], readme="# Airship\n\nFlies a zeppelin.\n")
+    assert _names(client.get(f"{LIST}?q=zeppelin&sort=name")) == ["airship", "zeppelin-0"]
+    assert _names(client.get(f"{LIST}?q=zeppelin&sort=newest")) == ["airship", "zeppelin-5"]
+    assert _names(client.get(f"{LIST}?q=zeppelin")) == ["zeppelin-0", "zeppelin-1"]
+
+
+def test_the_api_count_stops_at_the_cap_and_says_so(client, vectors, monkeypatch):
+    monkeypatch.setattr("templates_catalog.selectors.COUNT_CAP", 4)
+    capped = client.get(API).json()
+    assert (capped["count"], capped["count_capped"]) == (4, True)
+    exact = client.get(f"{API}?q=vector").json()
+    assert (exact["count"], exact["count_capped"]) == (4, False)

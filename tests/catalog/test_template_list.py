@@ -108,4 +108,5 @@ def test_the_number_of_queries_does_not_grow_with_the_catalog(client, user_facto
     many = _queries(client, url)
 
     assert many == few
-    assert few <= 8
+    # A ranked search reads its candidates once, then the page looks them up by key.
+    assert few <= 9
