@@ -91,6 +91,8 @@ def _schedule(deployment: Deployment) -> float | None:
     if not Node.objects.exists():
         node_register_local()
     resources = resources_of(manifest_of(deployment.version))
+    if _back_on_own_node(deployment, resources):
+        return None
     passed_over: set[str] = set()
     for _ in range(PLACEMENT_ATTEMPTS):
         capacities = [node for node in schedulable_capacities() if node.name not in passed_over]
@@ -106,7 +108,16 @@ def _schedule(deployment: Deployment) -> float | None:
     return FIRST_POLL_SECONDS  # every choice was taken meanwhile: place again with fresh numbers
 
 
-def _claim(deployment: Deployment, placement: Placement, resources) -> bool:
+def _back_on_own_node(deployment: Deployment, resources) -> bool:
+    """A wake goes back to the node it slept on when it still fits there: its volume is there."""
+    own = deployment.node
+    if deployment.wake_started_at is None or own is None:
+        return False
+    return _claim(deployment, Placement(node=own.name, price_per_hour=own.price_per_hour), resources,
+                  how="back on its own node,")
+
+
+def _claim(deployment: Deployment, placement: Placement, resources, *, how: str = "placed") -> bool:
     """Move the deployment onto the chosen node if it still fits there. Placement reads
     every node unlocked (cheap); only the chosen node's row is locked, and its usage read
     again under that lock, so two placements at once never both take its last GPU."""
@@ -120,7 +131,7 @@ def _claim(deployment: Deployment, placement: Placement, resources) -> bool:
             return False
         deployment_transition(
             deployment_id=deployment.pk, to=State.STARTING, expect=(State.SCHEDULING,), node=node,
-            price_per_hour=placement.price_per_hour, message=f"placed on {node.name} at {placement.price_per_hour}/hour",
+            price_per_hour=node.price_per_hour, message=f"{how} on {node.name} at {node.price_per_hour}/hour",
         )
     return True
 

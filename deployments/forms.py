@@ -3,6 +3,7 @@
 import uuid
 
 from django import forms
+from django.conf import settings
 
 from templates_catalog.forms import PersonalTokenForm
 from templates_catalog.manifest import Manifest
@@ -18,8 +19,16 @@ class DeployForm(forms.Form):
         "invalid": "this form has expired: reload the page and press Deploy again",
     })
 
+    # Not a manifest input: its name has hyphens, which an input's name never has.
+    IDLE_TIMEOUT = "idle-timeout-seconds"
+    HUB_FIELDS = ("idempotency_key", IDLE_TIMEOUT)
+
     def __init__(self, manifest: Manifest, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.fields[self.IDLE_TIMEOUT] = forms.IntegerField(
+            required=False, label="Sleep after (seconds idle)", initial=settings.DEPLOY_IDLE_TIMEOUT_SECONDS,
+            help_text="With no request for this long it sleeps and costs nothing; the next request wakes it. 0: never sleep.",
+        )
         self.unsupported: list[Input] = []
         for item in manifest.inputs:
             field = _field_for(item)
@@ -31,7 +40,10 @@ class DeployForm(forms.Form):
             self.initial.setdefault("idempotency_key", uuid.uuid4())
 
     def input_fields(self):
-        return [self[name] for name in self.fields if name != "idempotency_key"]
+        return [self[name] for name in self.fields if name not in self.HUB_FIELDS]
+
+    def idle_timeout_field(self):
+        return self[self.IDLE_TIMEOUT]
 
     def inputs(self) -> dict:
         """The values to deploy with; blank optional fields are left out so the
@@ -39,13 +51,17 @@ class DeployForm(forms.Form):
         return {
             name: value
             for name, value in self.cleaned_data.items()
-            if name != "idempotency_key" and value not in (None, "")
+            if name not in self.HUB_FIELDS and value not in (None, "")
         }
+
+    def idle_timeout(self) -> int | None:
+        """None when left blank: the hub's default applies."""
+        return self.cleaned_data.get(self.IDLE_TIMEOUT)
 
     def add_service_errors(self, errors: list[tuple[str, str]]) -> None:
         """The deploy service's (field, message) pairs, shown beside the field they name."""
         for field, message in errors:
-            name = field.removeprefix("inputs.")
+            name = self.IDLE_TIMEOUT if field == "idle_timeout_seconds" else field.removeprefix("inputs.")
             self.add_error(name if name in self.fields else None, message)
 
 

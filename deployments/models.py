@@ -10,6 +10,13 @@ from templates_catalog.models import Build, TemplateVersion
 HANDLE_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
 
 
+MAX_IDLE_TIMEOUT_SECONDS = 30 * 24 * 3600
+
+
+def default_idle_timeout() -> int:
+    return settings.DEPLOY_IDLE_TIMEOUT_SECONDS
+
+
 def new_handle() -> str:
     return "d-" + "".join(secrets.choice(HANDLE_ALPHABET) for _ in range(10))
 
@@ -60,12 +67,15 @@ class Deployment(models.Model):
         SCHEDULING = "scheduling"
         STARTING = "starting"
         RUNNING = "running"
+        SLEEPING = "sleeping"
         STOPPING = "stopping"
         STOPPED = "stopped"
         FAILED = "failed"
 
-    # States in which a deployment holds capacity on its node.
+    # States in which a deployment holds capacity on its node (a sleeping one holds none).
     HOLDING = (State.STARTING, State.RUNNING, State.STOPPING)
+    # States whose time is billed: its run is up on its node.
+    AWAKE = (State.STARTING, State.RUNNING)
     # States the flow still advances.
     IN_FLIGHT = (State.PENDING, State.BUILDING, State.SCHEDULING, State.STARTING, State.STOPPING)
 
@@ -92,17 +102,41 @@ class Deployment(models.Model):
     stopped_at = models.DateTimeField(null=True, blank=True)
     # Deleted deployments keep their row and event log; lists hide them.
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # Sleep when idle: seconds without a request before it sleeps (0: never).
+    idle_timeout_seconds = models.PositiveIntegerField(default=default_idle_timeout)
+    running_since = models.DateTimeField(null=True, blank=True)
+    # Set while its run is being stopped to sleep (the state is still `running` until it is).
+    sleep_started_at = models.DateTimeField(null=True, blank=True)
+    # Set while a wake is in progress (scheduling, starting); how long the last one took.
+    wake_started_at = models.DateTimeField(null=True, blank=True)
+    last_wake_seconds = models.FloatField(null=True, blank=True)
+    # Usage, counted by the gateway (deployments.activity) and the transitions.
+    last_request_at = models.DateTimeField(null=True, blank=True)
+    requests = models.PositiveBigIntegerField(default=0)
+    errors = models.PositiveBigIntegerField(default=0)
+    bytes_in = models.PositiveBigIntegerField(default=0)
+    bytes_out = models.PositiveBigIntegerField(default=0)
+    # Awake time (starting or running) of the intervals already closed, what they cost at
+    # the price of their node, and the start of the open one.
+    awake_seconds = models.FloatField(default=0)
+    awake_cost = models.DecimalField(max_digits=16, decimal_places=6, default=0)
+    awake_since = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-pk"]
         constraints = [
             models.CheckConstraint(
-                condition=Q(state__in=["pending", "building", "scheduling", "starting", "running", "stopping", "stopped", "failed"]),
+                condition=Q(state__in=[
+                    "pending", "building", "scheduling", "starting", "running", "sleeping", "stopping", "stopped", "failed",
+                ]),
                 name="deployment_state_valid",
             ),
             models.CheckConstraint(condition=~Q(state="failed") | ~Q(reason=""), name="deployment_failure_has_reason"),
             models.CheckConstraint(
                 condition=~Q(state__in=["starting", "running"]) | Q(node__isnull=False), name="deployment_running_has_node"
+            ),
+            models.CheckConstraint(
+                condition=Q(idle_timeout_seconds__lte=MAX_IDLE_TIMEOUT_SECONDS), name="deployment_idle_timeout_at_most_30_days"
             ),
             models.UniqueConstraint(
                 fields=["owner", "idempotency_key"],
@@ -110,7 +144,9 @@ class Deployment(models.Model):
                 name="deployment_idempotency_key_unique",
             ),
         ]
-        indexes = [models.Index(fields=["owner", "-created_at"]), models.Index(fields=["node", "state"])]
+        indexes = [
+            models.Index(fields=["owner", "-created_at"]), models.Index(fields=["node", "state"]), models.Index(fields=["state"]),
+        ]
 
     def __str__(self) -> str:
         return self.handle

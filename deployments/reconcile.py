@@ -5,6 +5,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from django.db import transaction
 from django.utils import timezone
 
 from hub_site.backends import runner_for
@@ -54,11 +55,13 @@ def _reconcile_node(node: Node, expected: dict[str, Deployment], report: Reconci
         report.removed.append(handle)
     for handle, deployment in expected.items():
         run = runs.get(handle, RunState(deployment=handle, phase=RunPhase.MISSING))
-        if deployment.state == State.RUNNING and not run.alive:
+        if deployment.state == State.RUNNING and not run.alive and deployment.sleep_started_at is None:
             _revive(runner, deployment, run, report)
         elif deployment.state in (State.STOPPED, State.FAILED) and run.alive:
             _quietly(runner.stop, handle)
             report.stopped.append(handle)
+        elif deployment.state == State.SLEEPING and run.alive:
+            _stop_if_still_sleeping(runner, deployment, report)
 
 
 def _node_lost(node: Node, deployments, exc: Exception, report: ReconcileReport) -> None:
@@ -85,6 +88,16 @@ def _revive(runner: Runner, deployment: Deployment, run: RunState, report: Recon
     if not restarted:
         # Stopped or deleted meanwhile: the relaunched run must not outlive that.
         _quietly(runner.stop, deployment.handle)
+
+
+def _stop_if_still_sleeping(runner: Runner, deployment: Deployment, report: ReconcileReport) -> None:
+    """A sleeping deployment runs nothing. Checked again under its row lock: a wake may have
+    launched a new run since the look, and that one must live."""
+    with transaction.atomic():
+        if not Deployment.objects.select_for_update().filter(pk=deployment.pk, state__in=[State.SLEEPING]).exists():
+            return
+        _quietly(runner.stop, deployment.handle)
+    report.stopped.append(deployment.handle)
 
 
 def _transition(deployment: Deployment, to: str, message: str, into: list[str], **fields) -> bool:

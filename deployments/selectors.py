@@ -1,11 +1,13 @@
 """Reads of nodes and deployments, scoped to who asks."""
 
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, FloatField, Q, QuerySet, Sum
 from django.db.models.functions import Cast
+from django.utils import timezone
 
 from runners.scheduler import NodeCapacity
 from templates_catalog.access import may_manage_deployment
@@ -19,6 +21,37 @@ class NodeUsage:
     memory_gb: Decimal = Decimal(0)
     gpus: int = 0
     deployments: int = 0
+
+
+@dataclass(frozen=True)
+class Usage:
+    requests: int
+    errors: int
+    bytes_in: int
+    bytes_out: int
+    awake_seconds: float
+    cost: Decimal
+
+
+COST_PLACES = Decimal("0.000001")
+
+
+def cost_of(seconds: float, price_per_hour: Decimal | None) -> Decimal:
+    """What `seconds` awake cost at `price_per_hour`, to the millionth."""
+    return (Decimal(str(seconds)) * (price_per_hour or Decimal(0)) / 3600).quantize(COST_PLACES)
+
+
+def deployment_usage(deployment: Deployment, *, now: datetime | None = None) -> Usage:
+    """Its counters, and its awake time and cost so far: the closed intervals plus the open one."""
+    awake_seconds, cost = deployment.awake_seconds, deployment.awake_cost
+    if deployment.awake_since is not None:
+        open_seconds = max(((now or timezone.now()) - deployment.awake_since).total_seconds(), 0.0)
+        awake_seconds += open_seconds
+        cost += cost_of(open_seconds, deployment.price_per_hour)
+    return Usage(
+        requests=deployment.requests, errors=deployment.errors, bytes_in=deployment.bytes_in,
+        bytes_out=deployment.bytes_out, awake_seconds=awake_seconds, cost=cost,
+    )
 
 
 def deployments_of(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Deployment]:

@@ -3,6 +3,7 @@ through `transitions.deployment_transition`)."""
 
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -13,7 +14,7 @@ from templates_catalog.manifest import Kind
 from templates_catalog.models import TemplateVersion
 from templates_catalog.specs import manifest_of, resources_of
 
-from .models import Deployment, Node
+from .models import MAX_IDLE_TIMEOUT_SECONDS, Deployment, Node
 from .nodes import node_register_local
 from .selectors import node_capacities, schedulable_nodes
 from .specs import InputsInvalid, inputs_validate
@@ -46,13 +47,22 @@ class DeployResult:
     created: bool
 
 
+IDLE_TIMEOUT_HINT = (
+    f"use 0 (never sleep) or a whole number of seconds from 1 to {MAX_IDLE_TIMEOUT_SECONDS} (30 days), e.g. 900"
+)
+
+
 def deployment_create(
-    *, owner: AbstractBaseUser, version: TemplateVersion, inputs: dict, idempotency_key: str | None = None
+    *, owner: AbstractBaseUser, version: TemplateVersion, inputs: dict, idempotency_key: str | None = None,
+    idle_timeout_seconds: int | None = None,
 ) -> DeployResult:
     """Deploy `version` for `owner`. The same idempotency key again returns the first
-    deployment; a request no node could ever fit is created `failed`, with the reason."""
+    deployment; a request no node could ever fit is created `failed`, with the reason.
+    `idle_timeout_seconds`: sleep after that long without a request (0: never; None: the
+    hub's default)."""
     if not may_deploy(owner, version):
         raise DeploymentNotFound(f"no template version {version.template.name}@{version.version} that you may deploy")
+    idle_timeout = _idle_timeout(idle_timeout_seconds)
     manifest = manifest_of(version)
     try:
         values = inputs_validate(manifest, inputs)
@@ -69,7 +79,7 @@ def deployment_create(
     fields = dict(
         owner=owner, version=version, inputs=values, idempotency_key=idempotency_key or None,
         gpus=resources.gpus, gpu_memory_gb=manifest.resources.gpu_memory_gb,
-        cpu=manifest.resources.cpu, memory_gb=manifest.resources.memory_gb,
+        cpu=manifest.resources.cpu, memory_gb=manifest.resources.memory_gb, idle_timeout_seconds=idle_timeout,
     )
     never = _why_it_can_never_fit(resources)
     try:
@@ -84,6 +94,14 @@ def deployment_create(
         earlier = Deployment.objects.get(owner=owner, idempotency_key=idempotency_key)
         return DeployResult(_same_request(earlier, version, values), created=False)
     return DeployResult(deployment, created=True)
+
+
+def _idle_timeout(requested: int | None) -> int:
+    if requested is None:
+        return settings.DEPLOY_IDLE_TIMEOUT_SECONDS
+    if isinstance(requested, bool) or not isinstance(requested, int) or not 0 <= requested <= MAX_IDLE_TIMEOUT_SECONDS:
+        raise DeploymentRejected("the idle timeout is not valid", [("idle_timeout_seconds", IDLE_TIMEOUT_HINT)])
+    return requested
 
 
 def _refuse_yanked(version: TemplateVersion) -> None:

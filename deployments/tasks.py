@@ -1,7 +1,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from . import flow, nodes, reconcile
+from . import flow, nodes, reconcile, sleeping
 from .transitions import send_progress
 
 DRAIN_POLL_SECONDS = 2.0
@@ -21,6 +21,11 @@ def deployments_reconcile() -> dict:
     return vars(reconcile.deployments_reconcile())
 
 
+@shared_task(name="deployments.deployments_sleep_idle")
+def deployments_sleep_idle() -> list[str]:
+    return sleeping.deployments_sleep_idle()
+
+
 # A step moves at most one deployment and checks the state before acting: redelivery is harmless.
 @shared_task(name="deployments.node_drain_step", acks_late=True, reject_on_worker_lost=True)
 def node_drain_step(name: str, waiting_for: int | None = None) -> int | None:
@@ -35,10 +40,14 @@ def register_beat_tasks() -> None:
     from hub_site.celery import app
 
     interval = float(settings.RECONCILE_INTERVAL_SECONDS)
+    sleep_interval = float(settings.SLEEP_CHECK_INTERVAL_SECONDS)
     app.conf.beat_schedule = {
         **(app.conf.beat_schedule or {}),
-        # Expires: when the worker is busy, a late reconcile is dropped, not queued up.
+        # Expires: when the worker is busy, a late reconcile (or look for idle ones) is dropped, not queued up.
         "reconcile-deployments": {
             "task": "deployments.deployments_reconcile", "schedule": interval, "options": {"expires": interval},
+        },
+        "sleep-idle-deployments": {
+            "task": "deployments.deployments_sleep_idle", "schedule": sleep_interval, "options": {"expires": sleep_interval},
         },
     }

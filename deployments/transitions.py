@@ -5,10 +5,13 @@ writes the state and an event row in one transaction, and sends the follow-up ta
 only after that transaction commits.
 """
 
+from datetime import datetime
+
 from django.db import transaction
 from django.utils import timezone
 
 from .models import Deployment, DeploymentEvent
+from .selectors import cost_of
 
 State = Deployment.State
 
@@ -17,8 +20,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     State.BUILDING: frozenset({State.SCHEDULING, State.FAILED, State.STOPPING}),
     State.SCHEDULING: frozenset({State.STARTING, State.FAILED, State.STOPPING}),
     State.STARTING: frozenset({State.RUNNING, State.FAILED, State.STOPPING}),
-    # starting: the reconciler relaunched a run that died; scheduling: moved off a drained node.
-    State.RUNNING: frozenset({State.STARTING, State.SCHEDULING, State.STOPPING, State.FAILED}),
+    # starting: the reconciler relaunched a run that died; scheduling: moved off a drained node;
+    # sleeping: idle past its timeout, its run stopped.
+    State.RUNNING: frozenset({State.STARTING, State.SCHEDULING, State.SLEEPING, State.STOPPING, State.FAILED}),
+    # scheduling: woken by a request (then starting, running as any start).
+    State.SLEEPING: frozenset({State.SCHEDULING, State.STOPPING, State.FAILED}),
     State.STOPPING: frozenset({State.STOPPED, State.FAILED}),
     State.STOPPED: frozenset({State.PENDING}),
     # stopping: a failed deployment may still have a run to clean up.
@@ -59,7 +65,7 @@ def deployment_transition(
             raise TransitionRefused(f"{deployment.handle} cannot go from {current} to {to}")
         if to == State.FAILED and not message:
             raise ValueError("a failure needs a reason a person can act on")
-        for name, value in {**_implied_fields(to, message), **fields}.items():
+        for name, value in {**_implied_fields(deployment, to, message), **fields}.items():
             setattr(deployment, name, value)
         deployment.state = to
         deployment.save()
@@ -85,17 +91,47 @@ def deployment_count_restart(*, deployment_id: int, message: str) -> Deployment:
     return deployment
 
 
-def _implied_fields(to: str, message: str) -> dict:
+def _implied_fields(deployment: Deployment, to: str, message: str) -> dict:
     now = timezone.now()
+    # Any move ends a sleep in progress: it either reached `sleeping` or was overtaken.
+    fields = {"sleep_started_at": None, **_awake_fields(deployment, to, now), **_wake_fields(deployment, to, now)}
     if to == State.PENDING:
-        return {"reason": "", "endpoint": "", "stopped_at": None}
-    if to == State.STARTING:
-        return {"started_at": now}
-    if to == State.FAILED:
-        return {"reason": message, "stopped_at": now}
-    if to == State.STOPPED:
-        return {"stopped_at": now, "endpoint": ""}
-    return {}
+        fields.update(reason="", endpoint="", stopped_at=None)
+    elif to == State.STARTING:
+        fields.update(started_at=now)
+    elif to == State.RUNNING:
+        fields.update(running_since=now)
+    elif to == State.SLEEPING:
+        fields.update(endpoint="")
+    elif to == State.FAILED:
+        fields.update(reason=message, stopped_at=now)
+    elif to == State.STOPPED:
+        fields.update(stopped_at=now, endpoint="")
+    return fields
+
+
+def _awake_fields(deployment: Deployment, to: str, now: datetime) -> dict:
+    """Open the billed interval on the way up; close it, adding its time and cost at the
+    price of the node it ran on, on any way out."""
+    if to in Deployment.AWAKE:
+        return {} if deployment.awake_since else {"awake_since": now}
+    if deployment.awake_since is None:
+        return {}
+    seconds = (now - deployment.awake_since).total_seconds()
+    return {
+        "awake_since": None,
+        "awake_seconds": deployment.awake_seconds + seconds,
+        "awake_cost": deployment.awake_cost + cost_of(seconds, deployment.price_per_hour),
+    }
+
+
+def _wake_fields(deployment: Deployment, to: str, now: datetime) -> dict:
+    """A wake goes on through scheduling and starting; anywhere else it is over."""
+    if deployment.wake_started_at is None or to in (State.SCHEDULING, State.STARTING):
+        return {}
+    if to == State.RUNNING:
+        return {"wake_started_at": None, "last_wake_seconds": (now - deployment.wake_started_at).total_seconds()}
+    return {"wake_started_at": None}
 
 
 def _follow_up(deployment: Deployment) -> None:

@@ -28,6 +28,7 @@ from .models import Deployment
 from .selectors import (
     deployment_events,
     deployment_of,
+    deployment_usage,
     deployments_of,
     endpoint_token_of,
     endpoint_tokens_of,
@@ -39,10 +40,13 @@ from .transitions import TransitionRefused
 
 State = Deployment.State
 LOG_TAIL_LINES = 200
-# States whose page keeps asking for news: the flow still moves them.
-STATE_POLLED = frozenset(Deployment.IN_FLIGHT)
+# States whose page keeps asking for news: the flow still moves them (every second), or a
+# request may wake it or the idle timeout send it to sleep (every few seconds).
+STATE_POLLED = frozenset(Deployment.IN_FLIGHT) | {State.RUNNING, State.SLEEPING}
+STATE_POLL_SECONDS_MOVING = 1
+STATE_POLL_SECONDS_SETTLED = 5
 # States whose process may still write to its log.
-LOG_POLLED = STATE_POLLED | {State.RUNNING}
+LOG_POLLED = frozenset(Deployment.IN_FLIGHT) | {State.RUNNING}
 # The session key of an endpoint token's secret just minted: shown by the next GET, then forgotten.
 NEW_ENDPOINT_TOKEN = "new_endpoint_token"
 
@@ -95,7 +99,7 @@ def _deploy(request: HttpRequest, version: TemplateVersion) -> HttpResponse:
     try:
         result = deployment_create(
             owner=request.user, version=version, inputs=form.inputs(),
-            idempotency_key=str(form.cleaned_data["idempotency_key"]),
+            idempotency_key=str(form.cleaned_data["idempotency_key"]), idle_timeout_seconds=form.idle_timeout(),
         )
     except DeploymentRejected as exc:
         form.add_service_errors(exc.errors)
@@ -216,10 +220,16 @@ def _own(request: HttpRequest, handle: str) -> Deployment:
 def _state_context(deployment: Deployment) -> dict:
     events = list(deployment_events(deployment))
     last_event = events[-1].pk if events else 0
+    usage = deployment_usage(deployment)
     return {
         "events": events,
+        "usage": usage,
         "state_polled": deployment.state in STATE_POLLED,
-        "state_digest": _digest(f"{deployment.state}|{deployment.updated_at.isoformat()}|{last_event}"),
+        "state_moving": deployment.state in Deployment.IN_FLIGHT,
+        "state_poll_seconds": STATE_POLL_SECONDS_MOVING if deployment.state in Deployment.IN_FLIGHT else STATE_POLL_SECONDS_SETTLED,
+        # The awake time is left out: it grows every second, and the page need not be redrawn for it alone.
+        "state_digest": _digest(f"{deployment.state}|{deployment.updated_at.isoformat()}|{last_event}|"
+                                f"{usage.requests}|{usage.errors}|{deployment.wake_started_at}"),
     }
 
 

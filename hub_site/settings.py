@@ -223,6 +223,14 @@ HUB_PUBLIC_URL = env_str("HUB_PUBLIC_URL", "http://127.0.0.1:8000")
 DEPLOY_READY_TIMEOUT_SECONDS = env_int("DEPLOY_READY_TIMEOUT_SECONDS", 300, minimum=1)
 DEPLOY_MAX_RESTARTS = env_int("DEPLOY_MAX_RESTARTS", 3, minimum=0)
 RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 5, minimum=1)
+# Sleep when idle: the idle timeout a deployment gets unless its deploy says otherwise
+# (0: never sleep), how often the beat task looks for idle deployments, and how often each
+# process writes what its gateway counted (requests, bytes, the last request's time).
+DEPLOY_IDLE_TIMEOUT_SECONDS = env_int("DEPLOY_IDLE_TIMEOUT_SECONDS", 900, minimum=0)
+SLEEP_CHECK_INTERVAL_SECONDS = env_int("SLEEP_CHECK_INTERVAL_SECONDS", 5, minimum=1)
+ACTIVITY_FLUSH_SECONDS = 1.0
+# /metrics (Prometheus): open to anyone who reaches the hub, or (the default) to staff only.
+HUB_METRICS_PUBLIC = env_bool("HUB_METRICS_PUBLIC", False)
 
 # The gateway (/d/<deployment>/...): how long it waits to connect to an endpoint, and for
 # each piece of its answer (a long generation streams), and how many connections it keeps

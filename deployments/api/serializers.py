@@ -1,6 +1,8 @@
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from ..models import Deployment, DeploymentEvent, EndpointToken
+from ..selectors import deployment_usage
 
 KEY_PATTERN = r"^[\x21-\x7e]{1,100}$"
 KEY_HINT = "use 1-100 printable ASCII characters without spaces"
@@ -13,6 +15,15 @@ class ResourcesSerializer(serializers.Serializer):
     memory_gb = serializers.DecimalField(max_digits=7, decimal_places=1)
 
 
+class UsageSerializer(serializers.Serializer):
+    requests = serializers.IntegerField(help_text="Requests through the gateway")
+    errors = serializers.IntegerField(help_text="Of those, answered with a 5xx or not at all")
+    bytes_in = serializers.IntegerField(help_text="Request body bytes")
+    bytes_out = serializers.IntegerField(help_text="Response body bytes")
+    awake_seconds = serializers.FloatField(help_text="Time it was starting or running (sleeping and stopped time is free)")
+    cost = serializers.DecimalField(max_digits=16, decimal_places=6, help_text="Awake time at its nodes' prices per hour")
+
+
 class DeploymentSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="handle", read_only=True, help_text="The deployment's public handle, e.g. d-k2m9x4qabc")
     template = serializers.CharField(source="version.template.name", read_only=True)
@@ -20,20 +31,35 @@ class DeploymentSerializer(serializers.ModelSerializer):
     node = serializers.CharField(source="node.name", read_only=True, allow_null=True)
     resources = ResourcesSerializer(source="*", read_only=True)
     reason = serializers.CharField(read_only=True, help_text="Why it failed, when state is `failed`")
+    idle_timeout_seconds = serializers.IntegerField(read_only=True, help_text="It sleeps after this long without a request; 0: never")
+    waking = serializers.SerializerMethodField(help_text="A request woke it and it is on its way back up")
+    last_wake_seconds = serializers.FloatField(read_only=True, allow_null=True, help_text="How long its last wake took")
+    usage = serializers.SerializerMethodField()
 
     class Meta:
         model = Deployment
         fields = [
             "id", "template", "version", "state", "reason", "endpoint", "inputs", "node", "price_per_hour",
             "resources", "restarts", "created_at", "updated_at", "started_at", "stopped_at",
+            "idle_timeout_seconds", "waking", "last_wake_seconds", "last_request_at", "usage",
         ]
         read_only_fields = fields
+
+    def get_waking(self, deployment: Deployment) -> bool:
+        return deployment.wake_started_at is not None
+
+    @extend_schema_field(UsageSerializer)
+    def get_usage(self, deployment: Deployment) -> dict:
+        return UsageSerializer(deployment_usage(deployment)).data
 
 
 class DeploymentCreateSerializer(serializers.Serializer):
     template = serializers.SlugField(max_length=64, help_text="The template's name, e.g. minilm-embeddings")
     version = serializers.CharField(max_length=64, required=False, help_text="Default: the latest version")
     inputs = serializers.JSONField(required=False, default=dict, help_text="The template's inputs by name")
+    idle_timeout_seconds = serializers.IntegerField(
+        required=False, help_text="Sleep after this many seconds without a request (0: never); default: the hub's, 900"
+    )
     idempotency_key = serializers.RegexField(
         KEY_PATTERN, required=False,
         help_text="The same key again returns the same deployment (or send the Idempotency-Key header)",

@@ -96,7 +96,8 @@ class DeploymentList(generics.ListAPIView):
             return _rejected(DeploymentRejected("the request is not valid", [("Idempotency-Key", KEY_HINT)]))
         key = data.get("idempotency_key") or header
         try:
-            result = deployment_create(owner=request.user, version=version, inputs=data["inputs"], idempotency_key=key)
+            result = deployment_create(owner=request.user, version=version, inputs=data["inputs"], idempotency_key=key,
+                                       idle_timeout_seconds=data.get("idle_timeout_seconds"))
         except DeploymentRejected as exc:
             return _rejected(exc)
         body = DeploymentSerializer(result.deployment).data

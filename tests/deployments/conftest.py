@@ -100,5 +100,38 @@ def drive_for_real(deployment: Deployment, *, steps: int = 600, pause: float = 0
     return deployment
 
 
+class WakeWorker:
+    """Stands in for the Celery worker while requests wait for a wake: in a thread, once the
+    deployment leaves `sleeping`, run its flow with `drive_with` (drive or drive_for_real)."""
+
+    def __init__(self, deployment: Deployment, drive_with=drive, **drive_options):
+        import threading
+
+        self.deployment = deployment
+        self.final: Deployment | None = None
+        self._drive = lambda: drive_with(deployment, **drive_options)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import time
+
+        from django.db import connection
+
+        try:
+            deadline = time.monotonic() + 60
+            while Deployment.objects.get(pk=self.deployment.pk).state == Deployment.State.SLEEPING:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.05)
+            self.final = self._drive()
+        finally:
+            connection.close()
+
+    def join(self) -> Deployment | None:
+        self._thread.join()
+        return self.final
+
+
 # The build fixtures (echo template, wheelhouse settings) are shared with the build tests.
 from tests.builds.conftest import build_settings, docker_client, echo_template  # noqa: E402,F401
