@@ -11,7 +11,8 @@ the forwarding is `runners.gateway`'s.
 | --- | --- |
 | 401 + `WWW-Authenticate` | no `Authorization: Bearer` (a session cookie alone included) |
 | 404, always the same | a wrong, revoked or expired token, another deployment's token, a deleted deployment |
-| 503 + `Retry-After` | the deployment is not running |
+| held, then forwarded | the deployment sleeps or is on its way up: woken once, waited for up to `GATEWAY_WAKE_HOLD_SECONDS` |
+| 503 + `Retry-After` | its wake failed or took longer than that, or it is stopped or failed: the reason says which |
 """
 
 import re
@@ -27,8 +28,10 @@ from django.utils import timezone
 from runners.gateway import Gateway, ProxyResult, Receive, Scope, Send, refuse_websocket, send_json_error
 from runners.harness.manifest import DEFAULT_MAX_BODY_BYTES
 
+from .activity import activity_finished, activity_record, activity_started
 from .endpoint_tokens import token_digest
 from .models import Deployment, EndpointToken
+from .wake import WakeFailed, deployment_wait_awake
 
 State = Deployment.State
 PREFIX = "/d/"
@@ -40,11 +43,8 @@ UNAUTHORIZED = (
     "(create one on the deployment's page); the hub's session cookie does not open endpoints"
 )
 NOT_FOUND = "no deployment endpoint here for this token"
-# How soon a client should ask again, by state: soon while it is on its way up.
-RETRY_AFTER = {State.PENDING: 10, State.BUILDING: 30, State.SCHEDULING: 5, State.STARTING: 5}
-RETRY_AFTER_STOPPED = 60
 
-OnFinish = Callable[[int, ProxyResult], None]
+OnFinish = Callable[[int, ProxyResult], None] | None
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class Target:
     handle: str
     # Read, never written here: deployments change state only through their transitions.
     seen_state: str
+    going_to_sleep: bool
     endpoint: str
     max_body_bytes: int
 
@@ -68,11 +69,12 @@ class Refusal:
 
 class DeploymentGateway:
     """The ASGI application for `/d/`. `on_finish(deployment_id, result)` is called after
-    each forwarded request (usage, activity); it must be cheap and must not block."""
+    each request that reached a deployment's turn (usage, activity); it must be cheap and
+    must not block. A request being forwarded keeps its deployment from sleeping."""
 
-    def __init__(self, *, core: Gateway, on_finish: OnFinish | None = None):
+    def __init__(self, *, core: Gateway, on_finish: OnFinish = None):
         self.core = core
-        self.on_finish = on_finish
+        self.on_finish = on_finish or record_activity
 
     @classmethod
     def from_settings(cls, *, on_finish: OnFinish | None = None) -> "DeploymentGateway":
@@ -101,16 +103,17 @@ class DeploymentGateway:
         endpoint = await endpoint_of(target)
         if isinstance(endpoint, Refusal):
             await send_json_error(send, endpoint.status, endpoint.message, [(b"retry-after", str(endpoint.retry_after).encode())])
+            self.on_finish(target.deployment_id, ProxyResult(status=endpoint.status, bytes_in=0, bytes_out=0, duration_s=0.0,
+                                                             error=endpoint.message))
             return
-        await self.core.forward(
-            scope, receive, send, upstream=endpoint, path=(matched["path"] or b"/").decode("latin-1"),
-            max_body_bytes=target.max_body_bytes, on_finish=self._finisher(target.deployment_id),
-        )
-
-    def _finisher(self, deployment_id: int) -> Callable[[ProxyResult], None] | None:
-        if self.on_finish is None:
-            return None
-        return lambda result: self.on_finish(deployment_id, result)
+        activity_started(deployment_id=target.deployment_id)
+        try:
+            await self.core.forward(
+                scope, receive, send, upstream=endpoint, path=(matched["path"] or b"/").decode("latin-1"),
+                max_body_bytes=target.max_body_bytes, on_finish=lambda result: self.on_finish(target.deployment_id, result),
+            )
+        finally:
+            activity_finished(deployment_id=target.deployment_id)
 
     async def aclose(self) -> None:
         await self.core.aclose()
@@ -118,14 +121,19 @@ class DeploymentGateway:
 
 async def endpoint_of(target: Target) -> str | Refusal:
     """Where to forward the request, or why not now: the one place that decides what a
-    request to a deployment that is not running gets."""
-    if target.seen_state == State.RUNNING and target.endpoint:
+    request to a deployment that is not running gets. A running deployment costs no more
+    than the token's lookup; anything else is held while it wakes (or comes up)."""
+    if target.seen_state == State.RUNNING and target.endpoint and not target.going_to_sleep:
         return target.endpoint
-    if target.seen_state in RETRY_AFTER:
-        return Refusal(503, f"deployment {target.handle} is {target.seen_state}, not running yet: try again shortly",
-                       RETRY_AFTER[target.seen_state])
-    return Refusal(503, f"deployment {target.handle} is {target.seen_state}: restart it on its page to call it again",
-                   RETRY_AFTER_STOPPED)
+    awake = await deployment_wait_awake(deployment_id=target.deployment_id, timeout=settings.GATEWAY_WAKE_HOLD_SECONDS)
+    if isinstance(awake, WakeFailed):
+        return Refusal(503, f"deployment {target.handle} cannot answer: {awake.reason}", awake.retry_after)
+    return awake.endpoint
+
+
+def record_activity(deployment_id: int, result: ProxyResult) -> None:
+    activity_record(deployment_id=deployment_id, status=result.status, bytes_in=result.bytes_in,
+                    bytes_out=result.bytes_out, seconds=result.duration_s)
 
 
 def bearer_secret(scope: Scope) -> str | None:
@@ -152,12 +160,13 @@ def target_of(digest: str, handle: str) -> Target | None:
             Q(expires_at__isnull=True) | Q(expires_at__gt=timezone.now()),
             token_sha256=digest, revoked_at__isnull=True, deployment__handle=handle, deployment__deleted_at__isnull=True,
         )
-        .values_list("deployment_id", "deployment__state", "deployment__endpoint",
+        .values_list("deployment_id", "deployment__state", "deployment__sleep_started_at", "deployment__endpoint",
                      "deployment__version__manifest__serve__max_body_bytes")
         .first()
     )
     if row is None:
         return None
-    deployment_id, seen_state, endpoint, max_body_bytes = row
-    return Target(deployment_id=deployment_id, handle=handle, seen_state=seen_state, endpoint=endpoint,
+    deployment_id, seen_state, sleep_started_at, endpoint, max_body_bytes = row
+    return Target(deployment_id=deployment_id, handle=handle, seen_state=seen_state,
+                  going_to_sleep=sleep_started_at is not None, endpoint=endpoint,
                   max_body_bytes=int(max_body_bytes or DEFAULT_MAX_BODY_BYTES))

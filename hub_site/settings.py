@@ -238,6 +238,8 @@ HUB_METRICS_PUBLIC = env_bool("HUB_METRICS_PUBLIC", False)
 GATEWAY_CONNECT_TIMEOUT_SECONDS = env_int("GATEWAY_CONNECT_TIMEOUT_SECONDS", 5, minimum=1)
 GATEWAY_READ_TIMEOUT_SECONDS = env_int("GATEWAY_READ_TIMEOUT_SECONDS", 300, minimum=1)
 GATEWAY_MAX_CONNECTIONS = env_int("GATEWAY_MAX_CONNECTIONS", 1000, minimum=1)
+# How long the gateway holds a request while its deployment wakes (or comes up) before a 503.
+GATEWAY_WAKE_HOLD_SECONDS = env_int("GATEWAY_WAKE_HOLD_SECONDS", 120, minimum=1)
 
 # Celery: a broker that needs no server by default (kombu's filesystem transport),
 # Redis or RabbitMQ in production through CELERY_BROKER_URL.

@@ -1,11 +1,14 @@
 """The gateway's hub side through the real ASGI hub (uvicorn in a thread): which token opens
 which deployment, what everyone else gets, and what the upstream sees."""
 
+import asyncio
 import uuid
 from datetime import timedelta
 
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 from django.utils import timezone
 
 from deployments import gateway as hub_gateway
@@ -13,10 +16,12 @@ from deployments.endpoint_tokens import endpoint_token_create, endpoint_token_re
 from deployments.gateway import DeploymentGateway, target_of
 from deployments.models import Deployment
 from deployments.services import deployment_create, deployment_delete, deployment_stop
+from deployments.sleeping import deployments_sleep_idle
 from runners.gateway import Gateway
 from tests.gateway.conftest import served
 
-from .conftest import drive
+from . import fakes
+from .conftest import WakeWorker, drive
 
 State = Deployment.State
 # The gateway reads in threads of its own: they see only committed rows.
@@ -141,7 +146,7 @@ def test_a_deployment_that_is_not_running_answers_503_with_its_state_and_when_to
     deployment_stop(deployment=owned.deployment)
     answer = call(hub, owned.deployment, secret=owned.secret)
     assert answer.status_code == 503
-    assert "stopping" in answer.json()["error"]["message"]
+    assert "stopped" in answer.json()["error"]["message"]
     assert int(answer.headers["retry-after"]) > 0
     assert hub.upstream.seen == []
 
@@ -180,3 +185,59 @@ def test_a_gateway_request_costs_one_query(owned, django_assert_num_queries, mon
         for _ in range(3):
             httpx.get(f"{url}/d/{owned.deployment.handle}/v1/models", headers={"Authorization": f"Bearer {owned.secret}"})
     assert len(lookups) == 3
+
+
+@pytest.fixture
+def close_the_pollers_connection():
+    yield
+    # The wake's poller reads in asgiref's one sync thread: its connection must not outlive the test.
+    asyncio.run(sync_to_async(connections.close_all)())
+
+
+@pytest.fixture
+def asleep(close_the_pollers_connection, user_factory, version, node_factory):
+    """A deployment of the fake runner gone to sleep, its token, and its engine."""
+    node = node_factory()
+    owner = user_factory("sleeper")
+    deployment = drive(deployment_create(owner=owner, version=version, inputs={}, idempotency_key="sleepy").deployment)
+    secret = endpoint_token_create(deployment=deployment, created_by=owner, name="app").secret
+    later = deployment.running_since + timedelta(seconds=deployment.idle_timeout_seconds + 1)
+    assert deployments_sleep_idle(now=later) == [deployment.handle]
+    asleep = Deployment.objects.get(pk=deployment.pk)
+    assert asleep.state == State.SLEEPING
+    return type("Asleep", (), {"deployment": asleep, "secret": secret, "engine": fakes.ENGINES[node.engine_url]})
+
+
+def _held_requests(hub, asleep, count: int) -> list[httpx.Response]:
+    async def main():
+        async with httpx.AsyncClient(timeout=60) as client:
+            url = f"{hub.url}/d/{asleep.deployment.handle}/ready"
+            headers = {"Authorization": f"Bearer {asleep.secret}"}
+            return await asyncio.gather(*(client.get(url, headers=headers) for _ in range(count)))
+
+    return asyncio.run(main())
+
+
+def test_requests_to_a_sleeping_deployment_are_held_until_one_wake_answers_them_all(hub, asleep):
+    worker = WakeWorker(asleep.deployment)
+    answers = _held_requests(hub, asleep, 10)
+    worker.join()
+
+    assert [answer.status_code for answer in answers] == [200] * 10
+    assert all(answer.json() == {"ready": True} for answer in answers)
+    awake = Deployment.objects.get(pk=asleep.deployment.pk)
+    assert awake.state == State.RUNNING
+    assert awake.events.filter(message="woken by a request").count() == 1
+    assert asleep.engine.launches.count(awake.handle) == 2  # the first start, and the one wake
+
+
+def test_a_held_request_whose_wake_fails_answers_503_with_the_reason(hub, asleep):
+    asleep.engine.exits_on_launch = 1
+    worker = WakeWorker(asleep.deployment)
+    (answer,) = _held_requests(hub, asleep, 1)
+    worker.join()
+
+    assert answer.status_code == 503
+    assert "exited while starting with exit code 1" in answer.json()["error"]["message"]
+    assert int(answer.headers["retry-after"]) > 0
+    assert hub.finished.calls[-1][1].status == 503

@@ -1,7 +1,7 @@
 """Sleep and wake for real on a Docker Engine: MiniLM with a 2-second idle timeout reaches
-`sleeping` with its container gone; 20 requests at once then wake it with exactly one new
-container, and all of them get its endpoint, which answers; the vector store's data
-written before a sleep is there after the wake.
+`sleeping` with its container gone; 20 requests at once through the gateway, with an
+endpoint token, then wake it with exactly one new container and all get their embedding,
+none a 503; the vector store's data written before a sleep is there after the wake.
 
 The flow's steps run in a thread standing in for the Celery worker (as `drive_for_real`
 does in the other Docker tests); the waits run on an event loop, as in the gateway."""
@@ -9,11 +9,14 @@ does in the other Docker tests); the waits run on an event loop, as in the gatew
 import asyncio
 import time
 
+import httpx
 import pytest
 from asgiref.sync import sync_to_async
 from django.db import connections
 
+from deployments.endpoint_tokens import endpoint_token_create
 from deployments.flow import deployment_advance
+from deployments.gateway import DeploymentGateway
 from deployments.models import Deployment, DeploymentEvent
 from deployments.nodes import node_add
 from deployments.services import deployment_create, deployment_delete
@@ -21,6 +24,7 @@ from deployments.sleeping import deployments_sleep_idle
 from deployments.wake import Awake, deployment_wait_awake
 from runners.base import LABEL_DEPLOYMENT
 from tests.builds.conftest import publish_folder
+from tests.gateway.conftest import served
 
 from .conftest import WakeWorker, drive_for_real
 from .test_docker_flow import MINILM, STEPS_UNTIL_RUNNING, docker_settings, embed, minilm  # noqa: F401 (fixtures)
@@ -62,6 +66,26 @@ def _wake_with(count: int, deployment: Deployment, timeout: float = 300) -> list
     return answers
 
 
+def _embed_through_gateway(count: int, deployment: Deployment, secret: str) -> list:
+    """`count` embedding requests released together at the real ASGI gateway, while a worker
+    thread runs the wake's flow; each answer's status and embedding lengths."""
+    worker = WakeWorker(deployment, drive_for_real, steps=STEPS_UNTIL_RUNNING, pause=0.1)
+
+    async def requests(url: str):
+        async with httpx.AsyncClient(timeout=300) as client:
+            asks = [
+                client.post(f"{url}/d/{deployment.handle}/v1/embeddings", headers={"Authorization": f"Bearer {secret}"},
+                            json={"input": [f"held request {number}"], "model": "all-MiniLM-L6-v2"})
+                for number in range(count)
+            ]
+            return await asyncio.gather(*asks)
+
+    with served(DeploymentGateway.from_settings()) as url:
+        answers = asyncio.run(requests(url))
+    worker.join()
+    return [(answer.status_code, [len(item["embedding"]) for item in answer.json().get("data", [])]) for answer in answers]
+
+
 def _delete(deployment: Deployment) -> None:
     deployment_delete(deployment=deployment)
     deployment_advance(deployment_id=deployment.pk)
@@ -84,13 +108,14 @@ def test_minilm_sleeps_when_idle_and_twenty_requests_wake_one_container(
         assert _containers(docker_client, asleep) == []
         assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL_DEPLOYMENT}={asleep.handle}"})
 
+        secret = endpoint_token_create(deployment=asleep, created_by=asleep.owner, name="held").secret
         started = time.monotonic()
-        answers = _wake_with(20, asleep)
+        answers = _embed_through_gateway(20, asleep, secret)
         print(f"\nMiniLM woke in {time.monotonic() - started:.1f} s for 20 held requests")
 
         awake = Deployment.objects.get(pk=deployment.pk)
         assert awake.state == State.RUNNING, awake.reason
-        assert answers == [Awake(endpoint=awake.endpoint)] * 20
+        assert answers == [(200, [384])] * 20
         assert DeploymentEvent.objects.filter(deployment=awake, message="woken by a request").count() == 1
         containers = _containers(docker_client, awake)
         assert len(containers) == 1 and containers[0].attrs["RestartCount"] == 0
