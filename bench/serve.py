@@ -11,6 +11,10 @@ drives each in turn. The ceiling is `model.encode` on batches as large as the lo
 in short interleaved slices, so all share whatever else the machine is doing. "Per
 CPU-second" divides the work done by the CPU time the server's processes (or the bare model)
 used during its slices; the CPU a server burns while the others are measured is printed too.
+All three run with the harness's thread settings (runners/harness/threads.py, e.g. OpenMP's
+wait policy), so the comparison measures serving, not how torch's threads wait; set one in the
+environment to measure all three under another (`OMP_WAIT_POLICY=ACTIVE`, or empty for the
+OpenMP library's own default).
 """
 
 import argparse
@@ -32,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from runners.harness.manifest import read_serve_config  # noqa: E402
 from runners.harness.testing import RunningTemplate, free_port, launch, stop, wait_until_ready  # noqa: E402
+from runners.harness.threads import THREAD_DEFAULTS, export_thread_defaults  # noqa: E402
 
 TEMPLATE = ROOT / "fixtures" / "templates" / "minilm-embeddings"
 SENTENCE = "The quick brown fox jumps over the lazy dog."
@@ -41,6 +46,7 @@ WARMUP_REQUESTS = 100
 def main() -> None:
     args = parse_args()
     config = read_serve_config(TEMPLATE)
+    export_thread_defaults()  # before torch loads, here and in both servers (they inherit the environment)
     print(describe_machine(args, config))
     model = load_model()
     harness, litserve = start_and_warm(start_harness, config, args), start_and_warm(start_litserve, config, args)
@@ -124,7 +130,8 @@ def describe_machine(args, config) -> str:
                 if line.startswith("model name")), platform.processor())
     return (f"machine: {os.cpu_count()} CPUs ({cpu}), Python {platform.python_version()}\n"
             f"load: {args.clients} concurrent clients, {args.slice_seconds:.0f} s slices; "
-            f"batching: max_batch_size={config.max_batch_size}, max_wait_ms={config.max_wait_ms}")
+            f"batching: max_batch_size={config.max_batch_size}, max_wait_ms={config.max_wait_ms}; "
+            f"threads: {', '.join(f'{name}={os.environ.get(name)}' for name in THREAD_DEFAULTS)}")
 
 
 def group_cpu_seconds(pgid: int) -> float:

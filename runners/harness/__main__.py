@@ -12,6 +12,7 @@ from .app import build_app
 from .device import device
 from .loader import load_handler
 from .manifest import export_input_defaults, max_body_bytes, read_serve_config
+from .threads import export_thread_defaults
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = read_serve_config(args.template_dir)
     export_input_defaults(config.input_defaults)
+    export_thread_defaults()
     handler = load_handler(args.template_dir, config.handler)
     if not hasattr(handler, "device"):
         handler.device = device()

@@ -2,7 +2,6 @@
 
 import asyncio
 import inspect
-import json
 import logging
 import sys
 import time
@@ -16,9 +15,11 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse as StarletteJSONResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from . import jsonio
 from .batching import DynamicBatcher
 from .manifest import ServeConfig
 from .metrics import Metrics
@@ -26,6 +27,11 @@ from .metrics import Metrics
 log = logging.getLogger("harness")
 
 HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+
+
+class JSONResponse(StarletteJSONResponse):
+    def render(self, content: Any) -> bytes:
+        return jsonio.dumps(content)
 
 
 class Problem(Exception):
@@ -247,7 +253,7 @@ async def _read_json(request: Request, limit: int, *, required: bool) -> Any:
             raise Problem(400, "request body is empty: send a JSON document")
         return None
     try:
-        return json.loads(body)
+        return jsonio.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise Problem(400, f"request body is not valid JSON: {exc}") from None
 
@@ -263,14 +269,18 @@ def _to_response(result: Any) -> Response:
     return JSONResponse(result, status_code=status)
 
 
-async def _server_sent_events(events) -> AsyncIterator[str]:
+async def _server_sent_events(events) -> AsyncIterator[bytes]:
     source = events if inspect.isasyncgen(events) else iterate_in_threadpool(events)
     try:
         async for event in source:
-            yield f"data: {event if isinstance(event, str) else json.dumps(event)}\n\n"
+            yield _event(event)
     except Exception as exc:  # headers are sent already: report in-band, then end the stream
         log.exception("stream failed")
-        yield f"data: {json.dumps(_error_body(_status_of(exc), exc))}\n\n"
+        yield _event(_error_body(_status_of(exc), exc))
+
+
+def _event(data: Any) -> bytes:
+    return b"data: " + (data.encode() if isinstance(data, str) else jsonio.dumps(data)) + b"\n\n"
 
 
 def _status_of(exc: BaseException) -> int:

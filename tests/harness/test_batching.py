@@ -14,7 +14,7 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-async def serve(predict, inputs, *, max_batch_size, max_wait_ms, stagger_s=0.0):
+async def serve(predict, inputs, *, max_batch_size, max_wait_ms, stagger_s=0.0, delays=None):
     sizes = []
     with ThreadPoolExecutor(max_workers=1) as model_thread:
         batcher = DynamicBatcher(predict, executor=model_thread, max_batch_size=max_batch_size,
@@ -22,7 +22,7 @@ async def serve(predict, inputs, *, max_batch_size, max_wait_ms, stagger_s=0.0):
         batcher.start()
 
         async def submit(index, item):
-            await asyncio.sleep(index * stagger_s)
+            await asyncio.sleep(delays[index] if delays else index * stagger_s)
             return await batcher.submit(item)
 
         results = await asyncio.gather(*(submit(i, item) for i, item in enumerate(inputs)), return_exceptions=True)
@@ -95,15 +95,36 @@ def test_a_raising_predict_fails_every_input_of_its_batch(error):
     assert all(result is error for result in results)
 
 
-def test_inputs_that_waited_during_a_predict_do_not_wait_again():
+def test_a_full_batch_goes_without_waiting_for_the_deadline():
+    started = time.monotonic()
+    _, sizes = run(serve(lambda batch: batch, range(4), max_batch_size=4, max_wait_ms=10_000))
+
+    assert sizes == [4] and time.monotonic() - started < 5
+
+
+def test_inputs_that_fill_a_batch_during_a_predict_go_as_soon_as_the_model_is_free():
     calls = []
 
     def slow_predict(batch):
         calls.append(time.monotonic())
-        time.sleep(0.1)
+        time.sleep(0.2)
         return batch
 
-    run(serve(slow_predict, ["first", "second"], max_batch_size=8, max_wait_ms=50, stagger_s=0.06))
+    # "a" and "b" fill the first batch at once; "c" and "d" queue up during its predict() and fill the next.
+    _, sizes = run(serve(slow_predict, ["a", "b", "c", "d"], max_batch_size=2, max_wait_ms=10_000, delays=[0, 0, 0.05, 0.05]))
 
-    assert len(calls) == 2
-    assert calls[1] - calls[0] < 0.1 + 0.03  # "second" arrived 60 ms in, past its 50 ms wait: no second wait
+    assert sizes == [2, 2]
+    assert calls[1] - calls[0] < 0.2 + 0.15
+
+
+def test_inputs_that_queued_during_a_predict_wait_for_late_arrivals_once_the_model_is_free():
+    def slow_predict(batch):
+        time.sleep(0.2)
+        return batch
+
+    # "first" runs alone from 100 ms to 300 ms; "second" queues at 150 ms, so its batch waits until
+    # 300 + 100 ms, and "third", arriving at 350 ms, joins it instead of running on its own.
+    _, sizes = run(serve(slow_predict, ["first", "second", "third"], max_batch_size=8, max_wait_ms=100,
+                         delays=[0, 0.15, 0.35]))
+
+    assert sizes == [1, 2]

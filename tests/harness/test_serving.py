@@ -143,16 +143,61 @@ def test_generators_stream_as_server_sent_events(serve_fake):
         content_type, text = response.getheader("content-type"), response.read().decode()
 
     assert content_type.startswith("text/event-stream")
-    assert text == 'data: {"n": 0}\n\ndata: {"n": 1}\n\ndata: {"n": 2}\n\ndata: [DONE]\n\n'
+    assert text == 'data: {"n":0}\n\ndata: {"n":1}\n\ndata: {"n":2}\n\ndata: [DONE]\n\n'
 
 
-def test_inputs_default_from_the_manifest_and_the_device_from_torch(serve_fake):
+def test_inputs_default_from_the_manifest_and_the_device_from_torch(serve_fake, monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
     inputs = [{"name": "greeting", "label": "Greeting", "default": "hello"},
               {"name": "loud", "label": "Loud", "type": "boolean", "default": False}]
     with serve_fake("Doubler", inputs=inputs, env={"INPUT_LOUD": "true", "HUB_DEVICE": ""}) as server:
         status, body = server.get_json("/environment")
 
-    assert (status, body) == (200, {"greeting": "hello", "loud": "true", "device": "cpu"})
+    assert (status, body) == (200, {"greeting": "hello", "loud": "true", "device": "cpu", "omp_wait_policy": "PASSIVE"})
+
+
+def test_a_thread_setting_the_runner_passes_wins_over_the_harness_default(serve_fake):
+    with serve_fake("Doubler", env={"OMP_WAIT_POLICY": "ACTIVE"}) as server:
+        status, body = server.get_json("/environment")
+
+    assert status == 200 and body["omp_wait_policy"] == "ACTIVE"
+
+
+def test_answers_are_compact_utf8_json(serve_fake):
+    with serve_fake("Doubler") as server:
+        predicted = server.request("POST", "/predict", b'{"x": 1.5}', {"Content-Type": "application/json"})
+        plain = server.request("GET", "/json/plain")
+        numpy = server.request("GET", "/json/numpy")
+        big_integer = server.request("GET", "/json/big-integer")
+
+    assert predicted == (200, b'{"doubled":3.0,"batch_size":1}')
+    assert plain == (200, '{"floats":[0.1,-0.0,0.00001,2.5e+20,0.06382855772972107],"text":"naïve ☃ \u2028",'
+                          '"nested":{"ok":[true,null,3]},"7":"integer key"}'.encode())
+    # float32 arrays in their shortest form: what the model computed, without float64 noise digits
+    assert numpy == (200, b'{"vector":[0.1,-2.5,0.00001],"count":3,"score":0.5}')
+    assert big_integer == (200, b'{"n":1180591620717411303424}')
+
+
+def test_values_json_cannot_carry_become_null_or_a_500(serve_fake):
+    with serve_fake("Doubler") as server:
+        not_a_number = server.request("GET", "/json/not-a-number")
+        unencodable = server.get_json("/json/unencodable")
+        log = server.output()
+
+    assert not_a_number == (200, b'{"nan":null,"inf":null}')
+    assert unencodable == (500, {"error": {"message": "internal error: see the service's log",
+                                           "type": "server_error", "code": 500}})
+    assert "Object of type set is not JSON serializable" in log
+
+
+def test_json_that_is_too_deep_or_not_standard_gets_400_not_500(serve_fake):
+    with serve_fake("Doubler") as server:
+        deep = server.request("POST", "/predict", b"[" * 100_000 + b"]" * 100_000)
+        not_a_number = server.request("POST", "/predict", b'{"x": NaN}')
+        lone_surrogate = server.request("POST", "/predict", b'{"x": 1, "note": "\\ud800"}')
+
+    for status, raw in (deep, not_a_number, lone_surrogate):
+        assert status == 400 and "not valid JSON" in json.loads(raw)["error"]["message"]
 
 
 def test_metrics_count_requests_errors_and_latency(serve_fake):

@@ -45,6 +45,7 @@ class Doubler:
             ("GET", "/boom", self.boom),
             ("GET", "/upstream", self.upstream),
             ("GET", "/environment", self.environment),
+            ("GET", "/json/{kind}", self.json_sample),
         ]
 
     def get_item(self, call):
@@ -75,7 +76,23 @@ class Doubler:
 
     def environment(self, call):
         environ = os.environ
-        return {"greeting": environ.get("INPUT_GREETING"), "loud": environ.get("INPUT_LOUD"), "device": self.device}
+        return {"greeting": environ.get("INPUT_GREETING"), "loud": environ.get("INPUT_LOUD"), "device": self.device,
+                "omp_wait_policy": environ.get("OMP_WAIT_POLICY")}
+
+    def json_sample(self, call):
+        """Values whose exact JSON encoding the tests pin down."""
+        import numpy as np  # the template environment has it; a handler may answer numpy values as they are
+
+        samples = {
+            "plain": lambda: {"floats": [0.1, -0.0, 1e-05, 2.5e20, 0.06382855772972107], "text": "naïve ☃ \u2028",
+                              "nested": {"ok": [True, None, 3]}, 7: "integer key"},
+            "numpy": lambda: {"vector": np.array([0.1, -2.5, 1e-05], dtype=np.float32), "count": np.int64(3),
+                              "score": np.float64(0.5)},
+            "big-integer": lambda: {"n": 2**70},
+            "not-a-number": lambda: {"nan": float("nan"), "inf": float("inf")},
+            "unencodable": lambda: {"a set": {1, 2}},
+        }
+        return samples[call.path_params["kind"]]()
 
 
 class WrongLength(Doubler):
