@@ -60,7 +60,8 @@ def _forget_backends(*, setting: str, **kwargs) -> None:
 
 def runner_for(node: "Node") -> Runner:
     """The runner of `node`: "process" (local processes of venv builds), "docker" (the
-    node's Docker Engine) or the dotted path of a class taking the same keywords."""
+    node's Docker Engine), "kubernetes" (a namespace of a cluster, see runners/kubernetes.py)
+    or the dotted path of a class taking the same keywords."""
     if node.runner == "process":
         from runners.process import ProcessRunner
 
@@ -69,4 +70,8 @@ def runner_for(node: "Node") -> Runner:
         from runners.docker import DockerRunner
 
         return DockerRunner(base_url=node.engine_url or None, address=node.address)
+    if node.runner == "kubernetes":
+        from runners.kubernetes import KubernetesRunner
+
+        return KubernetesRunner(base_url=node.engine_url or None, address=node.address)
     return import_string(node.runner)(base_url=node.engine_url or None, address=node.address)

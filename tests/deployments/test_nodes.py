@@ -38,7 +38,7 @@ def test_node_add_refuses_an_engine_that_does_not_answer(db):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["Bad Name"], "is not a node name"),
-    (["ok", "--runner", "kubernetes"], "unknown runner"),
+    (["ok", "--runner", "nomad"], "unknown runner"),
     (["ok", "--price", "cheap"], "is not a number"),
     (["ok", "--price", "-1"], "cannot be negative"),
 ])

@@ -17,8 +17,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name")
-        parser.add_argument("--runner", default="docker", help="process, docker, or a runner class's dotted path")
-        parser.add_argument("--engine-url", default="", help="the Docker Engine, e.g. tcp://10.0.0.5:2376 (default: local)")
+        parser.add_argument("--runner", default="docker", help="process, docker, kubernetes, or a runner class's dotted path")
+        parser.add_argument("--engine-url", default="", help="the Docker Engine, e.g. tcp://10.0.0.5:2376 (default: local); for kubernetes, "
+                            "kubeconfig:///PATH?context=NAME&namespace=NAME or https://HOST:6443?namespace=NAME")
         parser.add_argument("--address", default="127.0.0.1", help="where the hub reaches this node's endpoints")
         parser.add_argument("--price", default="0", help="price per hour, e.g. 1.20")
         parser.add_argument("--label", action="append", default=[], help="key=value, repeatable")
