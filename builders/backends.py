@@ -137,7 +137,16 @@ class DockerBackend:
             image = self.client.images.get(reference)
         except ImageNotFound:
             return None
+        if self.registry:
+            return self._pushed(image, reference)
         return BuiltImage(reference=reference, digest=image.id)
+
+    def _pushed(self, image, reference: str) -> BuiltImage | None:
+        """`image` by its digest in this hub's registry; None if it was never pushed there
+        (building it again is a layer-cache hit, then a push)."""
+        remote = f"{self.registry}/{reference.rsplit(':', 1)[0]}@"
+        pushed = next((name for name in image.attrs.get("RepoDigests") or () if name.startswith(remote)), None)
+        return BuiltImage(reference=pushed, digest=image.id) if pushed else None
 
     def build(self, context: BuildContext, *, reference: str, labels: dict[str, str], log: Log) -> BuiltImage:
         if self.no_cache or self.find(context.deps_image) is None:

@@ -28,9 +28,10 @@ class Node(models.Model):
         PROCESS = "process", "Local processes (venv builds)"
         DOCKER = "docker", "Docker Engine"
         KUBERNETES = "kubernetes", "Kubernetes cluster"
+        SWARM = "swarm", "Docker Swarm node"
 
     name = models.SlugField(max_length=64, unique=True)
-    # "process", "docker", "kubernetes", or the dotted path of a runner class with the same interface.
+    # "process", "docker", "kubernetes", "swarm", or the dotted path of a runner class with the same interface.
     runner = models.CharField(max_length=200, default=RunnerKind.PROCESS)
     engine_url = models.CharField(max_length=300, blank=True, default="")
     # Where the hub reaches the endpoints of what runs there.

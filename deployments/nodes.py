@@ -157,7 +157,7 @@ def _check_runner_choice(runner: str) -> None:
     try:
         import_string(runner)
     except ImportError:
-        raise NodeRejected(f"unknown runner {runner!r}: use process, docker, kubernetes, or the dotted path of a runner class") from None
+        raise NodeRejected(f"unknown runner {runner!r}: use process, docker, kubernetes, swarm, or the dotted path of a runner class") from None
 
 
 def _apply_inventory(node: Node, inventory: Inventory) -> None:

@@ -60,8 +60,9 @@ def _forget_backends(*, setting: str, **kwargs) -> None:
 
 def runner_for(node: "Node") -> Runner:
     """The runner of `node`: "process" (local processes of venv builds), "docker" (the
-    node's Docker Engine), "kubernetes" (a namespace of a cluster, see runners/kubernetes.py)
-    or the dotted path of a class taking the same keywords."""
+    node's Docker Engine), "kubernetes" (a namespace of a cluster, see runners/kubernetes.py),
+    "swarm" (a swarm node, by the id in its `swarm_node_id` label, through the manager at its
+    engine URL) or the dotted path of a class taking the same keywords."""
     if node.runner == "process":
         from runners.process import ProcessRunner
 
@@ -74,4 +75,9 @@ def runner_for(node: "Node") -> Runner:
         from runners.kubernetes import KubernetesRunner
 
         return KubernetesRunner(base_url=node.engine_url or None, address=node.address)
+    if node.runner == "swarm":
+        from runners.swarm import HUB_NODE_LABEL, SwarmRunner
+
+        return SwarmRunner(base_url=node.engine_url or None, address=node.address,
+                           node_id=node.labels.get(HUB_NODE_LABEL, ""))
     return import_string(node.runner)(base_url=node.engine_url or None, address=node.address)

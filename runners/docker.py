@@ -48,12 +48,18 @@ def volume_name(deployment: str) -> str:
     return f"{container_name(deployment)}-data"
 
 
-def container_options(spec: LaunchSpec, *, address: str, hub_id: str) -> dict:
-    """The keyword arguments of `client.containers.create` for `spec`, hardening included."""
-    memory_bytes = int(spec.resources.memory_gb * 1024**3)
+def container_environment(spec: LaunchSpec) -> dict[str, str]:
+    """What every container of `spec` gets in its environment, whichever engine runs it."""
     environment = {**spec.environment, **OFFLINE}
     if spec.max_body_bytes is not None:
         environment["HUB_MAX_BODY_BYTES"] = str(spec.max_body_bytes)
+    return environment
+
+
+def container_options(spec: LaunchSpec, *, address: str, hub_id: str) -> dict:
+    """The keyword arguments of `client.containers.create` for `spec`, hardening included."""
+    memory_bytes = int(spec.resources.memory_gb * 1024**3)
+    environment = container_environment(spec)
     options = {
         "name": container_name(spec.deployment),
         "image": spec.image,
@@ -102,14 +108,14 @@ class DockerRunner:
     @functools.cached_property
     def client(self) -> docker.DockerClient:
         # Created on first use: a node that is down must not fail the runner's construction.
-        with _engine_errors("connecting to the Docker Engine"):
+        with engine_errors("connecting to the Docker Engine"):
             if self.base_url:
                 return docker.DockerClient(base_url=self.base_url, timeout=self.timeout)
             return docker.from_env(timeout=self.timeout)
 
     def launch(self, spec: LaunchSpec) -> RunState:
         options = container_options(spec, address=self.address, hub_id=self.hub_id)
-        with _engine_errors(f"launching {spec.deployment}"):
+        with engine_errors(f"launching {spec.deployment}"):
             self._remove_container(options["name"])
             if spec.volume is not None:
                 self._prepare_volume(spec)
@@ -123,7 +129,7 @@ class DockerRunner:
 
     def status(self, deployment: str) -> RunState:
         name = container_name(deployment)
-        with _engine_errors(f"reading the state of {deployment}"):
+        with engine_errors(f"reading the state of {deployment}"):
             try:
                 container = self.client.containers.get(name)
             except NotFound:
@@ -132,7 +138,7 @@ class DockerRunner:
 
     def logs(self, deployment: str, *, tail: int = 200) -> str:
         name = container_name(deployment)
-        with _engine_errors(f"reading the logs of {deployment}"):
+        with engine_errors(f"reading the logs of {deployment}"):
             try:
                 container = self.client.containers.get(name)
             except NotFound:
@@ -141,24 +147,24 @@ class DockerRunner:
 
     def stop(self, deployment: str) -> None:
         name = container_name(deployment)
-        with _engine_errors(f"stopping {deployment}"):
+        with engine_errors(f"stopping {deployment}"):
             self._remove_container(name)
 
     def remove(self, deployment: str) -> None:
         name = container_name(deployment)
-        with _engine_errors(f"removing {deployment}"):
+        with engine_errors(f"removing {deployment}"):
             self._remove_container(name)
             with contextlib.suppress(NotFound):
                 self.client.volumes.get(volume_name(deployment)).remove()
 
     def list(self) -> list[RunState]:
-        with _engine_errors("listing this hub's containers"):
+        with engine_errors("listing this hub's containers"):
             containers = self.client.containers.list(all=True, filters={"label": f"{LABEL_HUB}={self.hub_id}"})
             return [self._state_of(container.labels.get(LABEL_DEPLOYMENT, container.name), container.attrs)
                     for container in containers]
 
     def inventory(self) -> Inventory:
-        with _engine_errors("reading the engine's resources"):
+        with engine_errors("reading the engine's resources"):
             info = self.client.info()
         return Inventory(cpus=float(info["NCPU"]), memory_gb=round(info["MemTotal"] / 1024**3, 1), gpus=self._gpus())
 
@@ -180,7 +186,7 @@ class DockerRunner:
         try:
             self.client.images.pull(image)
         except (APIError, DockerException) as error:
-            raise RunnerError(f"the image {image} is not on this node and pulling it failed: {_explain(error)}") from None
+            raise RunnerError(f"the image {image} is not on this node and pulling it failed: {explain_engine_error(error)}") from None
 
     def _prepare_volume(self, spec: LaunchSpec) -> None:
         """Create the deployment's volume once, owned by the app user (a new volume is root's)."""
@@ -198,7 +204,7 @@ class DockerRunner:
             )
         except (APIError, DockerException) as error:
             volume.remove(force=True)
-            raise RunnerError(f"preparing the volume of {spec.deployment} failed: {_explain(error)}") from None
+            raise RunnerError(f"preparing the volume of {spec.deployment} failed: {explain_engine_error(error)}") from None
 
     def _remove_container(self, name: str) -> None:
         try:
@@ -237,7 +243,7 @@ def _exit_detail(state: dict) -> str:
 
 
 @contextlib.contextmanager
-def _engine_errors(action: str) -> Iterator[None]:
+def engine_errors(action: str) -> Iterator[None]:
     """Every SDK error becomes a RunnerError that says what failed; no answer at all, NodeUnreachable."""
     try:
         yield
@@ -247,9 +253,9 @@ def _engine_errors(action: str) -> Iterator[None]:
         raise NodeUnreachable(f"{action}: the Docker Engine does not answer ({error})") from None
     except DockerException as error:
         if isinstance(error.__cause__ or error.__context__, requests.exceptions.ConnectionError):
-            raise NodeUnreachable(f"{action}: the Docker Engine does not answer ({_explain(error)})") from None
-        raise RunnerError(f"{action}: the Docker Engine said: {_explain(error)}") from None
+            raise NodeUnreachable(f"{action}: the Docker Engine does not answer ({explain_engine_error(error)})") from None
+        raise RunnerError(f"{action}: the Docker Engine said: {explain_engine_error(error)}") from None
 
 
-def _explain(error: Exception) -> str:
+def explain_engine_error(error: Exception) -> str:
     return getattr(error, "explanation", None) or str(error)

@@ -1,17 +1,16 @@
 """Builds against the real Docker Engine (CI installs and starts one)."""
 
-import subprocess
 import time
 
 import pytest
-import yaml
 from django.core.management import call_command
 
 from builders.backends import DockerBackend
 from templates_catalog.builds import build_request, build_run
 from templates_catalog.models import Build, TemplateVersion
 
-from ..netutil import free_port, wait_for_port
+from ..netutil import free_port
+from ..swarm import registry_serving
 from .conftest import BUILD_SCRIPT, BUILT_COMMAND, BUILT_HANDLER, HANDLER, SHADOW_HARNESS, WHICH_HARNESS_HANDLER
 
 
@@ -162,20 +161,8 @@ def test_two_requests_for_the_same_version_make_one_build(db, build_settings, ec
 
 @pytest.fixture
 def registry(tmp_path):
-    port = free_port()
-    config = tmp_path / "registry.yml"
-    config.write_text(yaml.safe_dump({
-        "version": 0.1,
-        "storage": {"filesystem": {"rootdirectory": str(tmp_path / "data")}},
-        "http": {"addr": f"127.0.0.1:{port}"},
-    }))
-    process = subprocess.Popen(["docker-registry", "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    if not wait_for_port(port, 20):
-        process.kill()
-        pytest.fail("docker-registry did not start")
-    yield f"127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
+    with registry_serving(tmp_path) as address:
+        yield address
 
 
 def test_the_image_is_pushed_to_the_registry_and_pulls_back_by_digest(db, docker_client, build_settings, echo_template, registry):
@@ -189,9 +176,21 @@ def test_the_image_is_pushed_to_the_registry_and_pulls_back_by_digest(db, docker
     assert build.image_reference.startswith(f"{registry}/aihub/pushed-echo@sha256:")
     with urllib.request.urlopen(f"http://{registry}/v2/_catalog") as response:
         assert "aihub/pushed-echo" in json.load(response)["repositories"]
+    local = f"aihub/pushed-echo:{build.cache_key[:32]}"
+    assert DockerBackend(registry=registry).find(local).reference == build.image_reference
+    assert DockerBackend(registry="127.0.0.1:9").find(local) is None  # never pushed there: build and push again
     docker_client.images.remove(build.image_reference.split("@")[0] + ":" + build.cache_key[:32], force=True)
     pulled = docker_client.images.pull(build.image_reference)
     assert pulled.id == build.image_digest
+
+
+def test_a_registry_that_does_not_answer_fails_the_build_with_that_reason(db, docker_client, build_settings, echo_template):
+    build_settings.BUILD_REGISTRY = f"127.0.0.1:{free_port()}"  # nothing listens there
+    build = _built(echo_template(name="unpushed-echo"))
+
+    assert build.status == "failed"
+    assert build.error.startswith(f"pushing to {build_settings.BUILD_REGISTRY} failed: ")
+    assert "connection refused" in build.error
 
 
 

@@ -17,7 +17,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name")
-        parser.add_argument("--runner", default="docker", help="process, docker, kubernetes, or a runner class's dotted path")
+        parser.add_argument("--runner", default="docker", help="process, docker, kubernetes, swarm, or a runner class's dotted path")
         parser.add_argument("--engine-url", default="", help="the Docker Engine, e.g. tcp://10.0.0.5:2376 (default: local); for kubernetes, "
                             "kubeconfig:///PATH?context=NAME&namespace=NAME or https://HOST:6443?namespace=NAME")
         parser.add_argument("--address", default="127.0.0.1", help="where the hub reaches this node's endpoints")
