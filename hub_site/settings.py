@@ -301,4 +301,7 @@ LOGGING = {
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    # httpx logs every request at INFO: through the gateway, a second line per request
+    # beside the server's access log (and its cost on every request).
+    "loggers": {"httpx": {"level": "WARNING"}},
 }
