@@ -17,20 +17,34 @@ lock the chosen node and check it again, the transition to starting), in wall-cl
 and in this process's CPU time. Target: under 50 ms. bench/scheduler.py's pure
 `place()` figure is printed beside it.
 
-    python bench/deploy.py [--runner auto|docker|process] [--runs 3] [--rounds 200] [--skip-press] [--skip-scheduler]
+(c) Gateway: MiniLM deployed once (the same runner as (a)), the hub served as `make run`
+serves it (uvicorn with uvloop and httptools, in its own process), and the same load
+(N concurrent keep-alive clients, the same embeddings request, a fixed request count) sent
+to the container directly and through `/d/<handle>/v1/embeddings` with an endpoint token,
+in alternating runs. Target: at least 0.9 of direct throughput, p99 within 10 ms of direct.
+
+    python bench/deploy.py [--runner auto|docker|process] [--runs 3] [--rounds 200]
+                           [--clients 8] [--requests 800] [--gateway-runs 3] [--gateway-profile FILE]
+                           [--skip-press] [--skip-gateway] [--skip-scheduler]
 """
 
 import argparse
+import asyncio
+import functools
 import heapq
 import io
+import json
 import os
 import random
 import re
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -47,6 +61,7 @@ import django  # noqa: E402
 
 django.setup()
 
+import httpx  # noqa: E402
 import yaml  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
@@ -54,6 +69,7 @@ from django.db import connection  # noqa: E402
 
 from builders.backends import docker_engine_answers  # noqa: E402
 from deployments import flow, transitions  # noqa: E402
+from deployments.endpoint_tokens import endpoint_token_create  # noqa: E402
 from deployments.models import Deployment, Node  # noqa: E402
 from deployments.nodes import node_add  # noqa: E402
 from deployments.services import deployment_create, deployment_delete  # noqa: E402
@@ -176,31 +192,56 @@ def press_to_ready(version, owner, worker: InProcessWorker) -> tuple[float, floa
     return seconds, load
 
 
-def bench_press_to_ready(runs: int, runner: str) -> None:
+@dataclass
+class BenchHub:
+    """What every section that deploys shares: one node on the chosen runner, an owner, a
+    publisher and the in-process worker. Made once, by the first section that needs it."""
+
+    docker: bool
+    owner: object
+    publisher: object
+    worker: InProcessWorker
+    published: dict = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return "the Docker Engine" if self.docker else "the process runner (venv builds)"
+
+    def minilm(self):
+        if "minilm" not in self.published:
+            self.published["minilm"] = publish_folder(MINILM, self.publisher)
+        return self.published["minilm"]
+
+    def built(self, version) -> None:
+        started = time.perf_counter()
+        build = builds.build_request(version=version)
+        self.worker.wait_for_builds()
+        build.refresh_from_db()
+        if build.status != "succeeded":
+            raise SystemExit(f"build of {version.template.name} failed: {build.error}\n{build.log_tail()}")
+        print(f"  {version.template.name}: built once in {time.perf_counter() - started:.1f} s (cache hit: {build.cache_hit})")
+
+
+@functools.cache
+def bench_hub(runner: str) -> BenchHub:
     docker = docker_engine_answers() if runner == "auto" else runner == "docker"
     settings.BUILD_BACKEND = "docker" if docker else "venv"
     settings.DEPLOY_READY_TIMEOUT_SECONDS = 600
     build_backend.cache_clear()
     node_add(name="bench-local", runner="docker" if docker else "process")
     owner = get_user_model().objects.create_user(username="bench")
-    publisher = publisher_create(slug="bench", name="Bench")
-    worker = InProcessWorker()
+    return BenchHub(docker=docker, owner=owner, publisher=publisher_create(slug="bench", name="Bench"), worker=InProcessWorker())
+
+
+def bench_press_to_ready(runs: int, runner: str) -> None:
+    hub = bench_hub(runner)
     with tempfile.TemporaryDirectory(prefix="hub-bench-deploy-") as scratch:
-        echo = publish_folder(template_folder(Path(scratch), "echo-baseline", {"cpu": 1, "memory_gb": 1}), publisher)
-        minilm = publish_folder(MINILM, publisher)
-        print(f"press-to-ready on {'the Docker Engine' if docker else 'the process runner (venv builds)'}, "
-              f"{os.cpu_count()} CPUs, {connection.vendor}; {runs} runs each after one build")
-        for version in (echo, minilm):
-            started = time.perf_counter()
-            build = builds.build_request(version=version)
-            worker.wait_for_builds()
-            build.refresh_from_db()
-            if build.status != "succeeded":
-                raise SystemExit(f"build of {version.template.name} failed: {build.error}\n{build.log_tail()}")
-            print(f"  {version.template.name}: built once in {time.perf_counter() - started:.1f} s "
-                  f"(cache hit: {build.cache_hit})")
-            samples = [press_to_ready(version, owner, worker) for _ in range(runs)]
-            report(version.template.name, samples, "template's own start" if docker else "its setup() alone")
+        echo = publish_folder(template_folder(Path(scratch), "echo-baseline", {"cpu": 1, "memory_gb": 1}), hub.publisher)
+        print(f"press-to-ready on {hub.where}, {os.cpu_count()} CPUs, {connection.vendor}; {runs} runs each after one build")
+        for version in (echo, hub.minilm()):
+            hub.built(version)
+            samples = [press_to_ready(version, hub.owner, hub.worker) for _ in range(runs)]
+            report(version.template.name, samples, "template's own start" if hub.docker else "its setup() alone")
 
 
 def report(name: str, samples: list[tuple[float, float | None]], what: str) -> None:
@@ -211,6 +252,144 @@ def report(name: str, samples: list[tuple[float, float | None]], what: str) -> N
     verdict = "OK" if p50 - load <= READY_TARGET_S else "OVER TARGET"
     print(f"  {name}: press-to-ready p50 {p50:6.2f} s (runs: {', '.join(f'{s:.2f}' for s in totals)}); "
           f"{what} {load:5.2f} s; hub's share {p50 - load:5.2f} s (target <= {READY_TARGET_S:.0f} s): {verdict}")
+
+
+# --- (c) the gateway --------------------------------------------------------------------
+
+GATEWAY_THROUGHPUT_TARGET = 0.9
+GATEWAY_P99_TARGET_MS = 10.0
+EMBEDDING_REQUEST = json.dumps({"input": ["The gateway should add little to the model's own answer."],
+                                "model": "all-MiniLM-L6-v2"}).encode()
+
+
+@dataclass(frozen=True)
+class Load:
+    """One run of the same load against one URL."""
+
+    seconds: float
+    latencies_ms: list[float]
+    errors: int
+
+    @property
+    def throughput(self) -> float:
+        return len(self.latencies_ms) / self.seconds
+
+
+async def _load(url: str, headers: dict[str, str], clients: int, requests: int) -> Load:
+    """`clients` keep-alive clients sending the same embeddings request back to back,
+    `requests` in all; one warm-up request per client first (connections, caches)."""
+    latencies, errors = [], 0
+    headers = {**headers, "Content-Type": "application/json"}
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients), timeout=60, trust_env=False) as client:
+        async def one(record: bool) -> None:
+            nonlocal errors
+            began = time.perf_counter()
+            answer = await client.post(url, content=EMBEDDING_REQUEST, headers=headers)
+            if answer.status_code != 200:
+                errors += 1
+            elif record:
+                latencies.append((time.perf_counter() - began) * 1000)
+
+        async def client_loop(count: int) -> None:
+            for _ in range(count):
+                await one(record=True)
+
+        await asyncio.gather(*(one(record=False) for _ in range(clients)))
+        began = time.perf_counter()
+        await asyncio.gather(*(client_loop(requests // clients) for _ in range(clients)))
+        return Load(seconds=time.perf_counter() - began, latencies_ms=latencies, errors=errors)
+
+
+def serve_hub(log: Path, profile: str = "") -> tuple[subprocess.Popen, str]:
+    """The hub as `make run` serves it (uvicorn, uvloop, httptools) on the bench database;
+    under cProfile, its stats written to `profile` when it stops, if one is named."""
+    sys.path.insert(0, str(ROOT))
+    from tests.browser.conftest import test_database_url
+    from tests.netutil import free_port, wait_for_port
+
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": test_database_url()}
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
+             "-m", "uvicorn", "hub_site.asgi:application", "--host", "127.0.0.1", "--port", str(port),
+             "--loop", "uvloop", "--http", "httptools", "--no-server-header"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    if not wait_for_port(port, 60):
+        process.terminate()
+        raise SystemExit(f"the hub did not start: {log.read_text()[-2000:]}")
+    return process, f"http://127.0.0.1:{port}"
+
+
+def bench_gateway(runner: str, clients: int, requests: int, rounds: int, profile: str = "") -> None:
+    hub = bench_hub(runner)
+    minilm = hub.minilm()
+    print(f"gateway: MiniLM on {hub.where}, {os.cpu_count()} CPUs, {connection.vendor}; {clients} concurrent clients, "
+          f"{requests} embeddings requests a run, {rounds} runs each way, alternating")
+    hub.built(minilm)
+    deployment = deployment_create(owner=hub.owner, version=minilm, inputs={}).deployment
+    running = hub.worker.until_settled(deployment.pk)
+    if running.state != State.RUNNING:
+        raise SystemExit(f"MiniLM ended {running.state}: {running.reason}")
+    secret = endpoint_token_create(deployment=running, created_by=hub.owner, name="bench").secret
+    with tempfile.TemporaryDirectory(prefix="hub-bench-gateway-") as scratch:
+        process, base = serve_hub(Path(scratch) / "hub.log", profile)
+        try:
+            targets = {
+                "direct": (f"{running.endpoint}/v1/embeddings", {}),
+                "gateway": (f"{base}/d/{running.handle}/v1/embeddings", {"Authorization": f"Bearer {secret}"}),
+            }
+            _check_answers(targets)
+            runs = {name: [] for name in targets}
+            hub_cpu_s = {name: 0.0 for name in targets}
+            for _ in range(rounds):
+                for name, (url, headers) in targets.items():
+                    before = cpu_seconds(process.pid)
+                    runs[name].append(asyncio.run(_load(url, headers, clients, requests)))
+                    hub_cpu_s[name] += cpu_seconds(process.pid) - before
+        finally:
+            # Ctrl+C rather than SIGTERM: uvicorn raises either again once it has stopped, and
+            # only the KeyboardInterrupt lets cProfile write its stats first.
+            process.send_signal(signal.SIGINT)
+            process.wait(30)
+    deployment_delete(deployment=running)
+    hub.worker.until_settled(running.pk)
+    report_gateway(runs)
+    forwarded = sum(len(load.latencies_ms) + load.errors + clients for load in runs["gateway"])  # with warm-ups
+    # Wall-clock figures on a shared machine move with its load; this one does not.
+    print(f"  the hub's own CPU per request through the gateway: {hub_cpu_s['gateway'] / forwarded * 1000:.2f} ms "
+          f"(idle, during the direct runs: {hub_cpu_s['direct']:.2f} s in all)")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _check_answers(targets: dict[str, tuple[str, dict]]) -> None:
+    for name, (url, headers) in targets.items():
+        answer = httpx.post(url, content=EMBEDDING_REQUEST, headers={**headers, "Content-Type": "application/json"},
+                            timeout=60, trust_env=False)
+        if answer.status_code != 200 or len(answer.json()["data"][0]["embedding"]) != 384:
+            raise SystemExit(f"{name} did not answer with an embedding: {answer.status_code} {answer.text[:300]}")
+
+
+def report_gateway(runs: dict[str, list[Load]]) -> None:
+    figures = {}
+    for name, loads in runs.items():
+        latencies = [value for load in loads for value in load.latencies_ms]
+        throughput = statistics.median(load.throughput for load in loads)
+        errors = sum(load.errors for load in loads)
+        figures[name] = (throughput, percentile(latencies, 0.99))
+        print(f"  {name:8s} {throughput:7.1f} req/s (runs: {', '.join(f'{load.throughput:.1f}' for load in loads)})   "
+              f"p50 {percentile(latencies, 0.5):6.2f} ms   p99 {percentile(latencies, 0.99):6.2f} ms   errors {errors}")
+    ratio = figures["gateway"][0] / figures["direct"][0]
+    extra_p99 = figures["gateway"][1] - figures["direct"][1]
+    passed = ratio >= GATEWAY_THROUGHPUT_TARGET and extra_p99 <= GATEWAY_P99_TARGET_MS
+    print(f"  gateway/direct throughput {ratio:.3f} (target >= {GATEWAY_THROUGHPUT_TARGET}); p99 {extra_p99:+.2f} ms "
+          f"over direct (target <= {GATEWAY_P99_TARGET_MS:.0f} ms): {'PASS' if passed else 'MISS'}")
 
 
 # --- (b) the scheduler ------------------------------------------------------------------
@@ -284,8 +463,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=200)
     parser.add_argument("--runner", choices=["auto", "docker", "process"], default="auto",
                         help="auto: Docker when an engine answers, else the process runner (venv builds)")
-    parser.add_argument("--skip-press", action="store_true", help="only the scheduler")
-    parser.add_argument("--skip-scheduler", action="store_true", help="only press-to-ready")
+    parser.add_argument("--skip-press", action="store_true", help="no press-to-ready section")
+    parser.add_argument("--skip-scheduler", action="store_true", help="no scheduler section")
+    parser.add_argument("--skip-gateway", action="store_true", help="no gateway section")
+    parser.add_argument("--clients", type=int, default=8, help="gateway: concurrent clients")
+    parser.add_argument("--requests", type=int, default=800, help="gateway: requests a run")
+    parser.add_argument("--gateway-runs", type=int, default=3, help="gateway: runs each way (direct, gateway), alternating")
+    parser.add_argument("--gateway-profile", default="", metavar="FILE",
+                        help="gateway: serve the hub under cProfile and write its stats to FILE (read with pstats)")
     args = parser.parse_args()
     test_db = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     # What a Celery worker of the hub does once it has started (hub_site/celery.py).
@@ -293,6 +478,9 @@ def main() -> None:
     try:
         if not args.skip_press:
             bench_press_to_ready(args.runs, args.runner)
+        if not args.skip_gateway:
+            bench_gateway(args.runner, args.clients, args.requests, args.gateway_runs, args.gateway_profile)
+        # Last: it fills the database with a fleet the other sections would schedule onto.
         if not args.skip_scheduler:
             bench_scheduler(args.nodes, args.deployments, args.rounds)
     finally:

@@ -8,8 +8,11 @@ by the hub (deployments/gateway.py).
   the upstream; `X-Forwarded-For/-Proto/-Host` tell it who asked.
 - A body over `max_body_bytes` is refused with 413: by its Content-Length before any
   connection is made, or, when it arrives in chunks, as soon as it grows past the limit.
+- A client that disconnects while its answer streams closes the upstream connection at
+  once: an endless or slow stream (a long completion) stops costing the endpoint anything.
 """
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -131,8 +134,9 @@ class Gateway:
             await exchange.refuse(502, f"the deployment cannot be reached: {_reason(exc)}")
             return
         try:
-            await exchange.stream(response)
+            await _unless_client_leaves(exchange.stream(response), receive, exchange)
         finally:
+            # Unread (the client left): the connection is closed, not pooled.
             await response.aclose()
 
 
@@ -166,6 +170,40 @@ class _Exchange:
             # The status is gone already: end the body; the client sees a short answer.
             self.error = f"the deployment broke off its answer: {_reason(exc)}"
         await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _unless_client_leaves(streaming: Awaitable[None], receive: Receive, exchange: _Exchange) -> None:
+    """Run `streaming` until it ends or the client disconnects, whichever comes first. The
+    server only says so through `receive()`: its `send()` drops what a gone client would
+    get without a word, so the answer would otherwise be read from the upstream to its end.
+    The stream stays in the request's own task (one watcher task per request, not two), so
+    nothing comes between its last chunk and the caller's bookkeeping."""
+    request_task = asyncio.current_task()
+    streamed = left = False
+
+    def client_left(watch: asyncio.Future) -> None:
+        nonlocal left
+        # Scheduled, not run, when the watcher ends: the stream may have ended meanwhile.
+        if not streamed and not watch.cancelled():
+            left = True
+            exchange.error = "the client went away while its answer streamed"
+            request_task.cancel()
+
+    watch = asyncio.ensure_future(_disconnect(receive))
+    watch.add_done_callback(client_left)
+    try:
+        await streaming
+    except asyncio.CancelledError:
+        if not left or request_task.uncancel() > 0:
+            raise  # cancelled by someone else (the server shutting down)
+    finally:
+        streamed = True
+        watch.cancel()
+
+
+async def _disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass  # the rest of a body nobody reads any more
 
 
 async def _request_body(receive: Receive, exchange: _Exchange, limit: int) -> bytes | AsyncIterator[bytes]:

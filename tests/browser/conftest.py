@@ -67,3 +67,12 @@ def stop_process_group(process: subprocess.Popen, timeout: float = 30) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+@pytest.fixture
+def worker(worker_settings, tmp_path):
+    """A Celery worker on the settings the test module's `worker_settings` fixture gives
+    (what it shares with the hub: build backend, wheelhouse, storage); yields its log."""
+    log = tmp_path / "worker.log"
+    with celery_worker(settings=worker_settings, log=log, name="browser-test", options=("--concurrency=2",)):
+        yield log

@@ -20,8 +20,6 @@ from templates_catalog import builds
 from templates_catalog.bundles import bundle_pack
 from templates_catalog.services import template_version_publish
 
-from .conftest import celery_worker
-
 ROOT = Path(__file__).resolve().parents[2]
 MINILM = ROOT / "fixtures" / "templates" / "minilm-embeddings"
 PASSWORD = "a-new-users-password"
@@ -59,10 +57,8 @@ def hub(flow_settings, publisher, django_user_model):
 
 
 @pytest.fixture
-def worker(flow_settings, tmp_path):
-    log = tmp_path / "worker.log"
-    with celery_worker(settings=flow_settings, log=log, name="browser-test", options=("--concurrency=2",)):
-        yield log
+def worker_settings(flow_settings):
+    return flow_settings
 
 
 @pytest.mark.django_db(transaction=True)

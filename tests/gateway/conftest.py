@@ -32,13 +32,15 @@ def served(app, *, lifespan: str = "off"):
 
 class RecordingUpstream:
     """An endpoint that remembers every request it got (method, path, query, headers, body)
-    and answers with them as JSON; `/stream` sends five chunks 0.3 s apart."""
+    and answers with them as JSON; `/stream` sends five chunks 0.3 s apart; `/forever` sends
+    a chunk every 50 ms until its client goes away, and notes when that was."""
 
     CHUNKS = 5
     PAUSE = 0.3
 
     def __init__(self):
         self.seen: list[dict] = []
+        self.forever_left_at: float | None = None
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -54,6 +56,9 @@ class RecordingUpstream:
             "headers": [[name.decode(), value.decode()] for name, value in scope["headers"]], "body": body.decode("latin-1"),
         }
         self.seen.append(seen)
+        if scope["path"] == "/forever":
+            await self._forever(receive, send)
+            return
         if scope["path"] == "/stream":
             await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
             for index in range(self.CHUNKS):
@@ -66,6 +71,20 @@ class RecordingUpstream:
             (b"content-type", b"application/json"), (b"set-cookie", b"sessionid=stolen; Path=/"), (b"x-upstream", b"yes"),
         ]})
         await send({"type": "http.response.body", "body": answer})
+
+    async def _forever(self, receive, send):
+        async def chunks():
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
+            while True:
+                await send({"type": "http.response.body", "body": b"data: more\n\n", "more_body": True})
+                await asyncio.sleep(0.05)
+
+        sending = asyncio.ensure_future(chunks())
+        # uvicorn's send() drops what a gone client would get: only receive() tells.
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.forever_left_at = time.monotonic()
+        sending.cancel()
 
 
 @contextlib.contextmanager

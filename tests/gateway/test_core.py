@@ -106,6 +106,25 @@ def test_it_streams_the_answer_chunk_by_chunk_as_the_upstream_sends_it(proxied, 
     assert arrivals[-1][0] - arrivals[0][0] > 0.8, arrivals
 
 
+def test_it_closes_the_upstream_as_soon_as_the_client_leaves_a_stream(proxied, upstream):
+    with httpx.stream("GET", f"{proxied.url}/forever", timeout=10) as answer:
+        chunks = answer.iter_raw()  # kept: a dropped iterator closes the connection
+        assert next(chunks).startswith(b"data: more")
+        time.sleep(0.2)  # still streaming: the upstream has not been told anything
+        assert upstream.forever_left_at is None
+        left = time.monotonic()
+    deadline = left + 5
+    while upstream.forever_left_at is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert upstream.forever_left_at is not None, "the upstream kept streaming to a client that left"
+    assert upstream.forever_left_at - left < 1.0
+    deadline = time.monotonic() + 2
+    while not proxied.results and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proxied.results[-1].error == "the client went away while its answer streamed"
+    assert proxied.results[-1].status == 200
+
+
 def test_it_refuses_a_declared_oversized_body_before_the_upstream_hears_of_it(proxied, upstream):
     answer = httpx.post(f"{proxied.url}/v1/embeddings", content=b"x" * (LIMIT + 1))
     assert answer.status_code == 413

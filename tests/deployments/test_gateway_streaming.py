@@ -1,0 +1,88 @@
+"""The gateway's streaming done-when, end to end: the text generator deployed for real
+(venv build, process runner), its streamed completion called through the hub as `make run`
+serves it (uvicorn, hub_site.asgi) at /d/<handle>/v1/completions, arrives token by token.
+
+The process runner, not Docker: its image build installs torch and trains in the build
+(minutes on a 2-core machine), while the venv is built once and kept under the hub's
+var/venvs by its cache key. The bundle is the fixture with a shorter training (the text's
+quality is not under test here, its arrival is)."""
+
+import io
+import json
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from deployments.endpoint_tokens import endpoint_token_create
+from deployments.flow import deployment_advance
+from deployments.models import Deployment
+from deployments.nodes import node_add
+from deployments.services import deployment_create, deployment_delete
+from templates_catalog.bundles import bundle_pack
+from templates_catalog.services import template_version_publish
+from tests.gateway.conftest import hub_server
+
+from .conftest import drive_for_real
+
+State = Deployment.State
+ROOT = Path(__file__).resolve().parents[2]
+TEXT_GENERATOR = ROOT / "fixtures" / "templates" / "text-generator"
+TRAINING_STEPS = "40"
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def text_generator(deploy_settings, publisher, tmp_path):
+    deploy_settings.WHEELHOUSE_DIR = ROOT / "var" / "test-wheelhouse"
+    deploy_settings.DEPLOY_READY_TIMEOUT_SECONDS = 300
+    folder = tmp_path / "text-generator"
+    shutil.copytree(TEXT_GENERATOR, folder)
+    manifest = yaml.safe_load((folder / "hub.yaml").read_text())
+    command = manifest["runtime"]["build_command"]
+    command[command.index("--steps") + 1] = TRAINING_STEPS
+    (folder / "hub.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return template_version_publish(publisher=publisher, bundle=io.BytesIO(bundle_pack(folder))).version
+
+
+def test_a_streamed_completion_arrives_chunk_by_chunk_through_the_gateway(text_generator, user_factory, tmp_path):
+    node_add(name="local", runner="process")
+    owner = user_factory("owner")
+    deployment = deployment_create(owner=owner, version=text_generator, inputs={}).deployment
+    try:
+        started = time.monotonic()
+        running = drive_for_real(deployment, steps=3000)
+        print(f"\ntext generator (venv, process runner): build and start took {time.monotonic() - started:.1f} s")
+        assert running.state == State.RUNNING, running.reason
+        secret = endpoint_token_create(deployment=running, created_by=owner, name="stream").secret
+        with hub_server(tmp_path / "hub.log") as hub:
+            arrivals = _streamed(f"{hub}/d/{running.handle}/v1/completions", secret)
+    finally:
+        deployment_delete(deployment=deployment)
+        deployment_advance(deployment_id=deployment.pk)
+
+    events = [line for _, chunk in arrivals for line in chunk.split(b"\n\n") if line.startswith(b"data: ")]
+    assert events[-1] == b"data: [DONE]"
+    text = "".join(json.loads(event[6:])["choices"][0]["text"] for event in events[:-1])
+    assert len(text) == 400
+    # Buffered by the gateway, the answer would come in one piece at the end.
+    assert len(arrivals) >= 10, arrivals[:3]
+    first, last = arrivals[0][0], arrivals[-1][0]
+    assert last - first > 0.2, f"all {len(arrivals)} chunks arrived within {last - first:.3f} s"
+    assert first < 0.5 * last, (first, last)
+
+
+def _streamed(url: str, secret: str) -> list[tuple[float, bytes]]:
+    """Each piece of the answer with the time it reached the client."""
+    body = {"prompt": "Diplomacy, n.", "max_tokens": 400, "temperature": 0.8, "seed": 7, "stream": True}
+    arrivals = []
+    started = time.monotonic()
+    with httpx.stream("POST", url, json=body, headers={"Authorization": f"Bearer {secret}"}, timeout=60) as answer:
+        assert answer.status_code == 200, answer.read()
+        assert answer.headers["content-type"].startswith("text/event-stream")
+        for chunk in answer.iter_raw():
+            arrivals.append((time.monotonic() - started, chunk))
+    return arrivals
