@@ -23,9 +23,18 @@ serves it (uvicorn with uvloop and httptools, in its own process), and the same 
 to the container directly and through `/d/<handle>/v1/embeddings` with an endpoint token,
 in alternating runs. Target: at least 0.9 of direct throughput, p99 within 10 ms of direct.
 
+(d) Wake: MiniLM running, then put to sleep (its container stopped); one request through the
+gateway (uvicorn in a thread of this process) wakes it, and the time from sending it to its
+384-float answer is compared with the template's own start on the new run, as in (a).
+Target: at most 2 s plus that load time.
+
+(e) Held requests, first: bench/wake.py, before this script makes its database: the gateway
+process's memory with 1,000 HTTP requests held during one wake. Target: under 100 MiB more
+than idle.
+
     python bench/deploy.py [--runner auto|docker|process] [--runs 3] [--rounds 200]
                            [--clients 8] [--requests 800] [--gateway-runs 3] [--gateway-profile FILE]
-                           [--skip-press] [--skip-gateway] [--skip-scheduler]
+                           [--skip-press] [--skip-gateway] [--skip-wake] [--skip-held] [--skip-scheduler]
 """
 
 import argparse
@@ -45,7 +54,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -62,17 +71,21 @@ import django  # noqa: E402
 django.setup()
 
 import httpx  # noqa: E402
+import uvicorn  # noqa: E402
 import yaml  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection  # noqa: E402
+from django.utils import timezone  # noqa: E402
 
 from builders.backends import docker_engine_answers  # noqa: E402
-from deployments import flow, transitions  # noqa: E402
+from deployments import activity, flow, transitions  # noqa: E402
 from deployments.endpoint_tokens import endpoint_token_create  # noqa: E402
+from deployments.gateway import DeploymentGateway  # noqa: E402
 from deployments.models import Deployment, Node  # noqa: E402
 from deployments.nodes import node_add  # noqa: E402
 from deployments.services import deployment_create, deployment_delete  # noqa: E402
+from deployments.sleeping import deployment_sleep  # noqa: E402
 from hub_site.backends import build_backend, runner_for  # noqa: E402
 from hub_site.celery import freeze_startup_objects  # noqa: E402
 from runners.base import Resources  # noqa: E402
@@ -81,6 +94,7 @@ from runners.scheduler import place  # noqa: E402
 from templates_catalog import builds  # noqa: E402
 from templates_catalog.bundles import bundle_pack  # noqa: E402
 from templates_catalog.services import publisher_create, template_version_publish  # noqa: E402
+from tests.netutil import free_port  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from scheduler import free_capacity, percentile, synthetic_fleet  # noqa: E402
@@ -244,13 +258,13 @@ def bench_press_to_ready(runs: int, runner: str) -> None:
             report(version.template.name, samples, "template's own start" if hub.docker else "its setup() alone")
 
 
-def report(name: str, samples: list[tuple[float, float | None]], what: str) -> None:
+def report(name: str, samples: list[tuple[float, float | None]], what: str, what_time: str = "press-to-ready") -> None:
     totals = [seconds for seconds, _ in samples]
     loads = [load for _, load in samples if load is not None]
     load = statistics.median(loads) if loads else 0.0
     p50 = statistics.median(totals)
     verdict = "OK" if p50 - load <= READY_TARGET_S else "OVER TARGET"
-    print(f"  {name}: press-to-ready p50 {p50:6.2f} s (runs: {', '.join(f'{s:.2f}' for s in totals)}); "
+    print(f"  {name}: {what_time} p50 {p50:6.2f} s (runs: {', '.join(f'{s:.2f}' for s in totals)}); "
           f"{what} {load:5.2f} s; hub's share {p50 - load:5.2f} s (target <= {READY_TARGET_S:.0f} s): {verdict}")
 
 
@@ -305,7 +319,7 @@ def serve_hub(log: Path, profile: str = "") -> tuple[subprocess.Popen, str]:
     under cProfile, its stats written to `profile` when it stops, if one is named."""
     sys.path.insert(0, str(ROOT))
     from tests.browser.conftest import test_database_url
-    from tests.netutil import free_port, wait_for_port
+    from tests.netutil import wait_for_port
 
     port = free_port()
     env = {**os.environ, "DATABASE_URL": test_database_url()}
@@ -395,6 +409,70 @@ def report_gateway(runs: dict[str, list[Load]]) -> None:
 # --- (b) the scheduler ------------------------------------------------------------------
 
 
+def bench_wake(runner: str, runs: int) -> None:
+    hub = bench_hub(runner)
+    minilm = hub.minilm()
+    hub.built(minilm)
+    print(f"wake from sleep to the first answer through the gateway, on {hub.where}; {runs} runs")
+    report("minilm-embeddings", wake_to_first_answer(minilm, hub.owner, hub.worker, runs),
+           "template's own start" if hub.docker else "its setup() alone", what_time="wake-to-first-answer")
+
+
+def bench_held() -> None:
+    """bench/wake.py in its own process, before this script makes its test database (it makes
+    one of the same name): the gateway's memory with 1,000 requests held during a wake."""
+    print("the gateway's memory with 1,000 requests held during a wake (bench/wake.py):", flush=True)
+    subprocess.run([sys.executable, str(ROOT / "bench" / "wake.py"), "--held", "1000"], check=True)
+
+
+def wake_to_first_answer(version, owner, worker: InProcessWorker, runs: int) -> list[tuple[float, float | None]]:
+    """Sleep a running MiniLM, then time one request through the real gateway (uvicorn in a
+    thread) from its send to its answer, while this process plays the worker for the wake.
+    Each sample: (seconds to the first answer, the template's own start on the new run)."""
+    deployment = deployment_create(owner=owner, version=version, inputs={}).deployment
+    ready = worker.until_settled(deployment.pk)
+    if ready.state != State.RUNNING:
+        raise SystemExit(f"{version.template.name} ended {ready.state}: {ready.reason}")
+    secret = endpoint_token_create(deployment=ready, created_by=owner, name="bench").secret
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(DeploymentGateway.from_settings(), host="127.0.0.1", port=port,
+                                           loop="uvloop", http="httptools", lifespan="off", log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.02)
+    samples = []
+    try:
+        for _ in range(runs):
+            if not deployment_sleep(deployment_id=ready.pk, now=timezone.now() + timedelta(days=31)):
+                raise SystemExit(f"{ready.handle} did not go to sleep")
+            answered: list[float] = []
+            started = time.perf_counter()
+            client = threading.Thread(target=_embed_once, args=(port, ready.handle, secret, answered))
+            client.start()
+            # The gateway's wake sends the flow's first step to this worker (from its own thread).
+            while not worker.due and client.is_alive():
+                time.sleep(0.005)
+            worker.until_settled(ready.pk)
+            client.join()
+            if not answered:
+                raise SystemExit(f"the request to the sleeping {ready.handle} got no answer")
+            samples.append((answered[0] - started, model_start_seconds(runner_for(ready.node), ready.handle)))
+    finally:
+        server.should_exit = True
+        deployment_delete(deployment=ready)
+        worker.until_settled(ready.pk)
+    return samples
+
+
+def _embed_once(port: int, handle: str, secret: str, answered: list[float]) -> None:
+    answer = httpx.post(f"http://127.0.0.1:{port}/d/{handle}/v1/embeddings", timeout=300,
+                        headers={"Authorization": f"Bearer {secret}"}, json={"input": ["wake up"]})
+    if answer.status_code == 200 and len(answer.json()["data"][0]["embedding"]) == 384:
+        answered.append(time.perf_counter())
+    else:
+        print(f"  the woken endpoint answered {answer.status_code}: {answer.text[:300]}")
+
+
 def fill_fleet(nodes: int, deployments: int) -> tuple:
     fleet, holdings = synthetic_fleet(nodes, deployments, random.Random(9))
     Node.objects.bulk_create(
@@ -466,12 +544,16 @@ def main() -> None:
     parser.add_argument("--skip-press", action="store_true", help="no press-to-ready section")
     parser.add_argument("--skip-scheduler", action="store_true", help="no scheduler section")
     parser.add_argument("--skip-gateway", action="store_true", help="no gateway section")
+    parser.add_argument("--skip-wake", action="store_true", help="no wake-from-sleep section")
+    parser.add_argument("--skip-held", action="store_true", help="no held-requests memory section")
     parser.add_argument("--clients", type=int, default=8, help="gateway: concurrent clients")
     parser.add_argument("--requests", type=int, default=800, help="gateway: requests a run")
     parser.add_argument("--gateway-runs", type=int, default=3, help="gateway: runs each way (direct, gateway), alternating")
     parser.add_argument("--gateway-profile", default="", metavar="FILE",
                         help="gateway: serve the hub under cProfile and write its stats to FILE (read with pstats)")
     args = parser.parse_args()
+    if not args.skip_held:
+        bench_held()
     test_db = connection.creation.create_test_db(verbosity=0, autoclobber=True)
     # What a Celery worker of the hub does once it has started (hub_site/celery.py).
     freeze_startup_objects()
@@ -480,10 +562,13 @@ def main() -> None:
             bench_press_to_ready(args.runs, args.runner)
         if not args.skip_gateway:
             bench_gateway(args.runner, args.clients, args.requests, args.gateway_runs, args.gateway_profile)
+        if not args.skip_wake:
+            bench_wake(args.runner, args.runs)
         # Last: it fills the database with a fleet the other sections would schedule onto.
         if not args.skip_scheduler:
             bench_scheduler(args.nodes, args.deployments, args.rounds)
     finally:
+        activity.RECORDER.flush()  # now, while its test database still exists
         connection.creation.destroy_test_db(test_db, verbosity=0)
 
 
