@@ -134,7 +134,10 @@ class Gateway:
             await exchange.refuse(502, f"the deployment cannot be reached: {_reason(exc)}")
             return
         try:
-            await _unless_client_leaves(exchange.stream(response), receive, exchange)
+            if _whole_and_small(response):
+                await exchange.answer_whole(response)
+            else:
+                await _unless_client_leaves(exchange.stream(response), receive, exchange)
         finally:
             # Unread (the client left): the connection is closed, not pooled.
             await response.aclose()
@@ -157,10 +160,25 @@ class _Exchange:
         self.status = status
         self.started = True
 
-    async def stream(self, response: httpx.Response) -> None:
+    async def start(self, response: httpx.Response) -> None:
         headers = [(name, value) for name, value in response.headers.raw if name.lower() not in NOT_RETURNED]
         await self._send({"type": "http.response.start", "status": response.status_code, "headers": headers + RETURNED_EXTRA})
         self.status, self.started = response.status_code, True
+
+    async def answer_whole(self, response: httpx.Response) -> None:
+        """A small answer of known length: read, then sent in one piece, without a watcher
+        for the client leaving (nothing long is left to stop reading)."""
+        try:
+            body = b"".join([chunk async for chunk in response.aiter_raw()])
+        except httpx.HTTPError as exc:
+            await self.refuse(502, f"the deployment broke off its answer: {_reason(exc)}")
+            return
+        await self.start(response)
+        self.bytes_out = len(body)
+        await self._send({"type": "http.response.body", "body": body, "more_body": False})
+
+    async def stream(self, response: httpx.Response) -> None:
+        await self.start(response)
         try:
             # Raw: as the upstream encoded it (gzip stays gzip), each chunk as it arrives.
             async for chunk in response.aiter_raw():
@@ -170,6 +188,16 @@ class _Exchange:
             # The status is gone already: end the body; the client sees a short answer.
             self.error = f"the deployment broke off its answer: {_reason(exc)}"
         await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+# Answers up to this size with a Content-Length go out in one piece (an embedding is ~8 KiB).
+WHOLE_ANSWER_BYTES = 256 * 1024
+
+
+def _whole_and_small(response: httpx.Response) -> bool:
+    length = response.headers.get("content-length", "")
+    return length.isdigit() and int(length) <= WHOLE_ANSWER_BYTES and "text/event-stream" not in response.headers.get(
+        "content-type", "")
 
 
 async def _unless_client_leaves(streaming: Awaitable[None], receive: Receive, exchange: _Exchange) -> None:
