@@ -17,6 +17,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 
@@ -64,6 +65,10 @@ class ClientGone(Exception):
 CLIENT_GONE = 499
 
 
+# Headers httpx adds to every request unless told otherwise.
+CLIENT_DEFAULT_HEADERS = ("accept", "accept-encoding", "user-agent")
+
+
 class Gateway:
     """Forwards requests to upstreams through one connection pool. Create one per process;
     `aclose()` it on shutdown."""
@@ -81,7 +86,14 @@ class Gateway:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=self._timeout, limits=self._limits, transport=self._transport, follow_redirects=False, trust_env=False,
+                # One pool serves every user's deployment: a cookie one endpoint sets must never
+                # ride along on the next request to the same host (every deployment of a node).
+                cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=())),
             )
+            # Forward what the client sent, nothing more: httpx's own Accept-Encoding would have an
+            # endpoint gzip an answer for a client that never asked for it.
+            for name in CLIENT_DEFAULT_HEADERS:
+                del self._client.headers[name]
         return self._client
 
     async def aclose(self) -> None:

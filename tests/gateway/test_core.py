@@ -1,6 +1,7 @@
 """The gateway's core (runners/gateway.py) between a real client, a real uvicorn in front of
 it and a real upstream server: what reaches the upstream, what comes back, and when."""
 
+import http.client
 import socket
 import time
 
@@ -191,3 +192,24 @@ def test_free_port_is_usable_for_the_unreachable_case():
     # Guards the test above: a fresh port is not served by anything.
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{free_port()}/", timeout=1)
+
+
+def test_a_cookie_one_endpoint_sets_never_reaches_the_next_request(proxied, upstream):
+    # The upstream sets `sessionid=stolen` on every answer. A pooled client that kept a cookie
+    # jar would send it with every later request to that host: on one node, to every other
+    # user's deployment.
+    httpx.get(f"{proxied.url}/first")
+    httpx.get(f"{proxied.url}/second")
+    assert upstream.seen[-1]["path"] == "/second"
+    assert "cookie" not in headers_seen(upstream.seen[-1])
+
+
+def test_it_adds_no_headers_of_its_own_client_library(proxied, upstream):
+    # A client that asks for no encoding must not get a gzipped answer because the gateway asked.
+    connection = http.client.HTTPConnection(proxied.url.removeprefix("http://"), timeout=10)
+    connection.putrequest("GET", "/plain", skip_accept_encoding=True)
+    connection.endheaders()
+    assert connection.getresponse().status == 200
+    connection.close()
+    seen = headers_seen(upstream.seen[-1])
+    assert "accept-encoding" not in seen and "user-agent" not in seen and "accept" not in seen
