@@ -2,6 +2,7 @@
 which deployment, what everyone else gets, and what the upstream sees."""
 
 import asyncio
+import time
 import uuid
 from datetime import timedelta
 
@@ -46,6 +47,13 @@ class Finished:
     def __call__(self, deployment_id, result):
         self.calls.append((deployment_id, result))
 
+    def settled(self, count: int = 1, timeout: float = 5) -> list:
+        """The calls, once `count` came: each is reported just after its answer's last byte."""
+        deadline = time.monotonic() + timeout
+        while len(self.calls) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.calls
+
 
 @pytest.fixture
 def hub(upstream):
@@ -79,7 +87,7 @@ def test_it_forwards_a_request_with_the_deployments_token(hub, owned):
     assert (seen["method"], seen["path"], seen["query"]) == ("POST", "/v1/embeddings", "dimensions=384")
     names = {name for name, _ in seen["headers"]}
     assert "authorization" not in names and "cookie" not in names
-    assert [deployment_id for deployment_id, _ in hub.finished.calls] == [owned.deployment.pk]
+    assert [deployment_id for deployment_id, _ in hub.finished.settled()] == [owned.deployment.pk]
     assert hub.finished.calls[0][1].status == 200
 
 
@@ -240,4 +248,4 @@ def test_a_held_request_whose_wake_fails_answers_503_with_the_reason(hub, asleep
     assert answer.status_code == 503
     assert "exited while starting with exit code 1" in answer.json()["error"]["message"]
     assert int(answer.headers["retry-after"]) > 0
-    assert hub.finished.calls[-1][1].status == 503
+    assert hub.finished.settled()[-1][1].status == 503
