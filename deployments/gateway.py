@@ -133,6 +133,11 @@ async def endpoint_of(target: Target) -> str | Refusal:
     return awake.endpoint
 
 
+def gateway_url(request, handle: str) -> str:
+    """The address a deployment's owner calls it at, with an endpoint token: the hub's own."""
+    return request.build_absolute_uri(f"{PREFIX}{handle}")
+
+
 def record_activity(deployment_id: int, result: ProxyResult) -> None:
     activity_record(deployment_id=deployment_id, status=result.status, bytes_in=result.bytes_in,
                     bytes_out=result.bytes_out, seconds=result.duration_s)

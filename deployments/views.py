@@ -23,7 +23,7 @@ from templates_catalog.specs import manifest_of, resources_of
 from .endpoint_tokens import endpoint_token_create, endpoint_token_revoke, endpoint_token_rotate
 from .examples import TOKEN_VARIABLE, endpoint_examples
 from .forms import DeployForm, EndpointTokenForm
-from .gateway import PREFIX
+from .gateway import gateway_url
 from .models import Deployment
 from .selectors import (
     deployment_events,
@@ -168,11 +168,11 @@ def _deployment_page(request: HttpRequest, deployment: Deployment, token_form: E
         "tokens": list(endpoint_tokens_of(deployment)),
         "created": created,
         "examples": endpoint_examples(
-            gateway_url=request.build_absolute_uri(f"{PREFIX}{deployment.handle}"), manifest=manifest_of(deployment.version),
+            gateway_url=gateway_url(request, deployment.handle), manifest=manifest_of(deployment.version),
             readme=deployment.version.readme, secret=created["secret"] if created else None,
         ),
         "token_variable": TOKEN_VARIABLE,
-        **_state_context(deployment),
+        **_state_context(request, deployment),
         **_log_context(deployment),
     }
     response = render(request, "deployments/deployment.html", context, status=status)
@@ -193,7 +193,7 @@ def _created_once(request: HttpRequest, deployment: Deployment) -> dict | None:
 def deployment_state(request: HttpRequest, handle: str) -> HttpResponse:
     """The state, the reason, the actions and the event log: polled while in flight."""
     deployment = _own(request, handle)
-    context = _state_context(deployment)
+    context = _state_context(request, deployment)
     if request.GET.get("since") == context["state_digest"]:
         return HttpResponse(status=204)  # unchanged: htmx swaps nothing
     return render(request, "deployments/_state.html", {"deployment": deployment, **context})
@@ -217,13 +217,14 @@ def _own(request: HttpRequest, handle: str) -> Deployment:
     return deployment
 
 
-def _state_context(deployment: Deployment) -> dict:
+def _state_context(request: HttpRequest, deployment: Deployment) -> dict:
     events = list(deployment_events(deployment))
     last_event = events[-1].pk if events else 0
     usage = deployment_usage(deployment)
     return {
         "events": events,
         "usage": usage,
+        "gateway_url": gateway_url(request, deployment.handle),
         "state_polled": deployment.state in STATE_POLLED,
         "state_moving": deployment.state in Deployment.IN_FLIGHT,
         "state_poll_seconds": STATE_POLL_SECONDS_MOVING if deployment.state in Deployment.IN_FLIGHT else STATE_POLL_SECONDS_SETTLED,

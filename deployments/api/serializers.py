@@ -1,6 +1,7 @@
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from ..gateway import gateway_url
 from ..models import Deployment, DeploymentEvent, EndpointToken
 from ..selectors import deployment_usage
 
@@ -35,15 +36,24 @@ class DeploymentSerializer(serializers.ModelSerializer):
     waking = serializers.SerializerMethodField(help_text="A request woke it and it is on its way back up")
     last_wake_seconds = serializers.FloatField(read_only=True, allow_null=True, help_text="How long its last wake took")
     usage = serializers.SerializerMethodField()
+    url = serializers.SerializerMethodField(
+        help_text="Call it here, with `Authorization: Bearer <endpoint token>`: /d/<id> on the hub"
+    )
+    endpoint = serializers.CharField(
+        read_only=True, help_text="Where the hub itself reaches the running container; clients use `url`"
+    )
 
     class Meta:
         model = Deployment
         fields = [
-            "id", "template", "version", "state", "reason", "endpoint", "inputs", "node", "price_per_hour",
+            "id", "template", "version", "state", "reason", "url", "endpoint", "inputs", "node", "price_per_hour",
             "resources", "restarts", "created_at", "updated_at", "started_at", "stopped_at",
             "idle_timeout_seconds", "waking", "last_wake_seconds", "last_request_at", "usage",
         ]
         read_only_fields = fields
+
+    def get_url(self, deployment: Deployment) -> str:
+        return gateway_url(self.context["request"], deployment.handle)
 
     def get_waking(self, deployment: Deployment) -> bool:
         return deployment.wake_started_at is not None

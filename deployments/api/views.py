@@ -100,7 +100,7 @@ class DeploymentList(generics.ListAPIView):
                                        idle_timeout_seconds=data.get("idle_timeout_seconds"))
         except DeploymentRejected as exc:
             return _rejected(exc)
-        body = DeploymentSerializer(result.deployment).data
+        body = DeploymentSerializer(result.deployment, context={"request": self.request}).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
 
 
@@ -120,19 +120,19 @@ class DeploymentDetail(_OwnDeployment):
     """GET: one of your deployments. DELETE: stop it and remove everything it had."""
 
     def get(self, request: Request, handle: str) -> Response:
-        return Response(DeploymentSerializer(self.get_object()).data)
+        return Response(DeploymentSerializer(self.get_object(), context={"request": self.request}).data)
 
     @extend_schema(responses={202: DeploymentSerializer, 404: DeploymentErrorSerializer})
     def delete(self, request: Request, handle: str) -> Response:
         deployment = deployment_delete(deployment=self.get_object())
-        return Response(DeploymentSerializer(deployment).data, status=status.HTTP_202_ACCEPTED)
+        return Response(DeploymentSerializer(deployment, context={"request": self.request}).data, status=status.HTTP_202_ACCEPTED)
 
 
 class DeploymentStop(_OwnDeployment):
     @extend_schema(request=None, responses={202: DeploymentSerializer, 404: DeploymentErrorSerializer})
     def post(self, request: Request, handle: str) -> Response:
         deployment = deployment_stop(deployment=self.get_object())
-        return Response(DeploymentSerializer(deployment).data, status=status.HTTP_202_ACCEPTED)
+        return Response(DeploymentSerializer(deployment, context={"request": self.request}).data, status=status.HTTP_202_ACCEPTED)
 
 
 class DeploymentRestart(_OwnDeployment):
@@ -143,7 +143,7 @@ class DeploymentRestart(_OwnDeployment):
             deployment = deployment_restart(deployment=self.get_object())
         except DeploymentRejected as exc:
             return _rejected(exc)
-        return Response(DeploymentSerializer(deployment).data, status=status.HTTP_202_ACCEPTED)
+        return Response(DeploymentSerializer(deployment, context={"request": self.request}).data, status=status.HTTP_202_ACCEPTED)
 
 
 class DeploymentEvents(generics.ListAPIView):

@@ -99,8 +99,10 @@ def test_a_new_user_deploys_minilm_and_calls_its_endpoint(live_server, hub, work
         assert page.evaluate("document.activeElement.id") == "deployment-log"
         assert page.evaluate("document.getElementById('deployment-log').scrollTop") == 0
 
-        endpoint = page.locator(".deployment-state .endpoint").inner_text()
-        vectors = _embed(endpoint, ["a new user deploys MiniLM", "and calls it"])
+        # The page sends its user to the hub's gateway (tests/browser/test_endpoint_in_a_browser.py
+        # calls it with a token); the run itself answers on the port the hub reaches it at.
+        assert page.locator(".deployment-state .endpoint").inner_text() == f"{live_server.url}/d/{handle}/…"
+        vectors = _embed(_runner(flow_settings).status(handle).endpoint, ["a new user deploys MiniLM", "and calls it"])
         assert len(vectors) == 2 and all(len(vector) == 384 for vector in vectors)
         assert all(isinstance(value, float) for value in vectors[0])
     finally:
@@ -138,8 +140,12 @@ def _embed(endpoint: str, texts: list[str]) -> list[list[float]]:
         return [item["embedding"] for item in json.load(answer)["data"]]
 
 
-def _remove_run(handle: str, flow_settings: dict) -> None:
+def _runner(flow_settings: dict):
     from runners.process import ProcessRunner
 
     var = Path(flow_settings["HUB_VAR_DIR"])
-    ProcessRunner(run_root=var / "runs", venv_root=var / "venvs").remove(handle)
+    return ProcessRunner(run_root=var / "runs", venv_root=var / "venvs")
+
+
+def _remove_run(handle: str, flow_settings: dict) -> None:
+    _runner(flow_settings).remove(handle)

@@ -46,6 +46,8 @@ def test_it_deploys_with_a_personal_token(deploy, dana):
     assert body["state"] == "pending" and body["template"] == "embedder" and body["version"] == "1.0.0"
     assert body["inputs"] == {"normalize": False} and body["resources"]["cpu"] == "2.00"
     assert Deployment.objects.get(handle=body["id"]).owner == dana
+    # Clients call the hub's gateway with an endpoint token, never the container's own port.
+    assert body["url"] == f"http://testserver/d/{body['id']}"
 
 
 def test_the_same_key_twice_answers_200_with_the_same_deployment(deploy):
@@ -157,6 +159,8 @@ def test_the_list_takes_a_fixed_number_of_queries(deploy, client, token, django_
     with django_assert_num_queries(4):
         response = client.get(URL, headers=_auth(token))
     assert len(response.json()["results"]) == 5
+    assert {item["url"] for item in response.json()["results"]} == {
+        f"http://testserver/d/{item['id']}" for item in response.json()["results"]}
 
 
 def test_the_schema_documents_the_deployments_api(client, db):

@@ -217,7 +217,9 @@ def test_a_running_deployment_polls_its_state_slowly_and_follows_its_log(client,
 
     page = client.get(reverse("deployments:detail", args=[deployment.handle])).content.decode()
 
-    assert deployment.endpoint and deployment.endpoint in page
+    # The hub's gateway address, never the container's own port, which has no token lock.
+    assert f'<code class="endpoint">http://testserver/d/{deployment.handle}/…</code>' in page
+    assert f'<code class="endpoint">{deployment.endpoint}' not in page
     assert "node-a" in page and "1.25 per hour" in page
     # Slowly: only sleeping, a wake or a stop would change it.
     assert re.search(r'id="deployment-state"[^>]*hx-trigger="every 5s"', page.replace("\n", " "))
