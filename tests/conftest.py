@@ -23,6 +23,25 @@ def artifact_root(tmp_path, settings):
     return root
 
 
+# What the hub's own hashers cost by design (PBKDF2, over a second a password on a busy CI
+# machine) buys a test nothing: the suite makes hundreds of accounts. A test whose password
+# is checked by another process (a hub under uvicorn) uses `real_password_hashing`. The
+# hub's own hashers stay listed after it, so what another process hashed still checks here.
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    from django.conf import global_settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher", *global_settings.PASSWORD_HASHERS]
+
+
+@pytest.fixture
+def real_password_hashing(settings):
+    """The hub's own password hashers, as a process started by the test has them."""
+    from django.conf import global_settings
+
+    settings.PASSWORD_HASHERS = global_settings.PASSWORD_HASHERS
+
+
 @pytest.fixture
 def user_factory(db):
     count = 0

@@ -44,7 +44,7 @@ def docker_flow_settings(docker_client, artifact_root, tmp_path):  # noqa: F811
 
 
 @pytest.fixture
-def minilm_hub(docker_flow_settings, publisher, django_user_model):
+def minilm_hub(docker_flow_settings, publisher, django_user_model, real_password_hashing):
     """MiniLM published, a Docker node with a price, and a new user; written before the
     browser starts, while no Playwright event loop runs in this thread."""
     template_version_publish(publisher=publisher, bundle=io.BytesIO(bundle_pack(MINILM)))
