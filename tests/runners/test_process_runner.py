@@ -183,7 +183,10 @@ def test_a_job_runs_with_the_venvs_python_in_its_template_folder_and_reports_its
     assert Path(prefix).resolve() == (build / "venv").resolve()
 
 
-def test_the_exit_code_is_recorded_after_the_launching_process_is_gone(runner):
+def test_the_exit_code_is_recorded_after_the_launching_process_is_gone(runner, tmp_path):
+    # The job exits once the test says so, not after a fixed sleep a loaded machine outlasts.
+    go = tmp_path / "go"
+    job_code = f"import os, sys, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.05)\nsys.exit(5)"
     launcher = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
@@ -192,11 +195,12 @@ def test_the_exit_code_is_recorded_after_the_launching_process_is_gone(runner):
         from runners.process import ProcessRunner
         runner = ProcessRunner(Path({str(runner.run_root)!r}), Path({str(runner.venv_root)!r}))
         runner.launch(LaunchSpec(deployment="j-late", image={IMAGE!r}, kind="job",
-                                 command=("python", "-c", "import time, sys; time.sleep(1); sys.exit(5)")))
+                                 command=("python", "-c", {job_code!r})))
     """)
     subprocess.run([sys.executable, "-c", launcher], check=True, timeout=30)
 
     assert runner.status("j-late").phase == RunPhase.RUNNING
+    go.touch()
     state = wait_for_phase(runner, "j-late", RunPhase.EXITED, timeout=20)
     assert state.exit_code == 5
 
