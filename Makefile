@@ -6,6 +6,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
+# Test processes side by side (pytest-xdist, one module per process at a time): most of the
+# suite waits on engines, browsers and servers rather than on the CPU.
+TEST_PROCESSES ?= 2
 
 .PHONY: run test venv static template-env bench-serve clean
 
@@ -35,7 +38,7 @@ run: venv static
 	  DEBUG=1 $(VENV)/bin/uvicorn hub_site.asgi:application --host $(HOST) --port $(PORT) --loop uvloop --http httptools --no-server-header
 
 test: venv static template-env
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile
 
 # Harness vs LitServe serving MiniLM; LitServe goes into the template env only, never into a hub.yaml.
 bench-serve: template-env
