@@ -7,10 +7,13 @@ and typo vocabulary in one statement each), then requests the list, filter, rank
 (typos too), sorted search and template pages through Django's full request stack and
 prints p50/p99 latency and the number of SQL queries of each. Target: p99 under 50 ms.
 
-    python bench/catalog.py [--templates 10000] [--requests 200] [--keep]
+    python bench/catalog.py [--templates 10000] [--requests 200] [--keep] [--profile URL]
 
 With --keep the filled test database is kept, and the next --keep run with the same
---templates reuses it (migrating it first) instead of filling it again.
+--templates reuses it (migrating it first) instead of filling it again. With --profile,
+--requests requests of URL are profiled instead (pyinstrument, from requirements-dev.txt):
+where their Python time goes, then one request's SQL queries, each with its time and the
+server's own (EXPLAIN ANALYZE), which a busy machine skews less than wall-clock percentiles.
 """
 
 import argparse
@@ -35,6 +38,7 @@ from django.db import connection, transaction  # noqa: E402
 from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
+from hub_site.celery import freeze_startup_objects  # noqa: E402
 from templates_catalog.models import Publisher, Tag, Template, TemplateVersion, VersionRequirement  # noqa: E402
 from templates_catalog.search import template_search_vector_refresh  # noqa: E402
 
@@ -112,18 +116,55 @@ def _manifest(template: Template, minor: int) -> dict:
     }
 
 
-def measure(client: Client, urls: list[str], rounds: int) -> tuple[list[float], int]:
+def measure(client: Client, urls: list[str], rounds: int) -> tuple[list[float], list[float], int]:
+    """Each request's wall-clock and CPU time (of this process: Django, the templates and
+    the driver, not the database server) in ms, and the most queries a request made."""
     timings = []
+    cpu_times = []
     queries = 0
     for round_ in range(rounds):
         url = urls[round_ % len(urls)]
         with CaptureQueriesContext(connection) as captured:
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             response = client.get(url)
             timings.append((time.perf_counter() - start) * 1000)
+            cpu_times.append((time.process_time() - cpu_start) * 1000)
         assert response.status_code == 200, (url, response.status_code)
         queries = max(queries, len(captured))
-    return timings, queries
+    return timings, cpu_times, queries
+
+
+def profile(client: Client, url: str, rounds: int) -> None:
+    """Where `rounds` requests of `url` spend their Python time (process CPU time is
+    steadier than wall-clock on a busy machine), then one request's queries."""
+    from pyinstrument import Profiler
+
+    measure(client, [url], 5)  # warm caches and connections
+    profiler = Profiler(interval=0.0005)
+    cpu = time.process_time()
+    profiler.start()
+    timings, _, _ = measure(client, [url], rounds)
+    profiler.stop()
+    cpu = (time.process_time() - cpu) * 1000 / rounds
+    print(profiler.output_text(unicode=True, color=False, short_mode=True))
+    print(profiler.output_text(unicode=True, color=False, flat=True)[:6000])
+    print(f"{url}: {rounds} requests, p50 {statistics.median(timings):.1f} ms wall, {cpu:.1f} ms CPU of this process each")
+    with CaptureQueriesContext(connection) as captured:
+        client.get(url)
+    for query in captured.captured_queries:
+        print(f"{float(query['time']) * 1000:7.1f} ms  server {_server_ms(query['sql']):7.2f} ms  {query['sql'][:200]}")
+
+
+def _server_ms(sql: str) -> float:
+    """The query's planning and execution time on the server alone (no round trip, no driver)."""
+    # EXPLAIN ANALYZE runs the statement again: only reads.
+    if connection.vendor != "postgresql" or not sql.lstrip("(").upper().startswith("SELECT"):
+        return float("nan")
+    with connection.cursor() as cursor:
+        cursor.execute(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}")
+        plan = cursor.fetchone()[0]
+    plan = plan[0] if isinstance(plan, list) else plan
+    return plan["Planning Time"] + plan["Execution Time"]
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -136,6 +177,7 @@ def main() -> None:
     parser.add_argument("--templates", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--keep", action="store_true", help="keep the filled database, and reuse one kept before")
+    parser.add_argument("--profile", metavar="URL", help="profile requests of URL instead of measuring every page")
     args = parser.parse_args()
 
     _use_own_database(keep=args.keep)
@@ -150,6 +192,10 @@ def main() -> None:
         print(f"database: {connection.vendor} ({test_db}); {args.templates} templates, "
               f"{TemplateVersion.objects.count()} versions ready in {time.perf_counter() - start:.1f} s")
         client = Client()
+        freeze_startup_objects()  # as hub_site.asgi does when the server starts
+        if args.profile:
+            profile(client, args.profile, args.requests)
+            return
         pages = {
             "list": [f"/templates/?page={page}" for page in (1, 2, 50, 200)],
             "filters": ["/templates/?tier=app&gpu=yes&tag=rag", "/templates/?kind=job&tier=atomic&page=20"],
@@ -163,13 +209,15 @@ def main() -> None:
         }
         for urls in pages.values():
             measure(client, urls, 5)  # warm caches and connections
-        print(f"{'page':<15}{'p50 ms':>9}{'p99 ms':>9}{'queries':>9}")  # queries: the most any request of the row made
+        # cpu: this process's CPU time, steadier than wall-clock where other work shares the machine.
+        # queries: the most any request of the row made.
+        print(f"{'page':<15}{'p50 ms':>9}{'p99 ms':>9}{'cpu p50':>9}{'queries':>9}")
         worst = 0.0
         for name, urls in pages.items():
-            timings, queries = measure(client, urls, args.requests)
+            timings, cpu_times, queries = measure(client, urls, args.requests)
             p99 = percentile(timings, 0.99)
             worst = max(worst, p99)
-            print(f"{name:<15}{statistics.median(timings):>9.1f}{p99:>9.1f}{queries:>9}")
+            print(f"{name:<15}{statistics.median(timings):>9.1f}{p99:>9.1f}{statistics.median(cpu_times):>9.1f}{queries:>9}")
         print(f"worst p99: {worst:.1f} ms (target < 50 ms): {'OK' if worst < 50 else 'OVER TARGET'}")
     finally:
         connection.creation.destroy_test_db(test_db, verbosity=0, keepdb=args.keep)

@@ -8,6 +8,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from .access import is_member, may_manage_members
 from .account_forms import InviteForm, PublisherForm, RoleForm
+from .cards import catalog_cards
 from .memberships import invitation_cancel, membership_add, membership_change_role, membership_invite, membership_remove
 from .models import Membership, Publisher, PublisherInvitation
 from .selectors import (
@@ -49,6 +50,7 @@ def publisher_page(request: HttpRequest, slug: str) -> HttpResponse:
         "publisher": publisher,
         "page": cards.page,
         "templates": cards.templates,
+        "cards": catalog_cards(cards.templates),
         "is_owner": may_manage_members(request.user, publisher),
     }
     return render(request, "catalog/publishers/page.html", context)

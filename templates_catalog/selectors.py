@@ -2,7 +2,6 @@
 
 import hashlib
 import hmac
-import json
 import operator
 import re
 from dataclasses import dataclass
@@ -123,7 +122,9 @@ class CappedPaginator(Paginator):
 
     @cached_property
     def _bounded_count(self) -> int:
-        return self.object_list.order_by()[: COUNT_CAP + 1].count()
+        if isinstance(self.object_list, QuerySet):
+            return self.object_list.order_by()[: COUNT_CAP + 1].count()
+        return min(len(self.object_list), COUNT_CAP + 1)
 
     @cached_property
     def count(self) -> int:
@@ -145,19 +146,53 @@ class CatalogPage:
         return None if self.page.paginator.capped else self.page.paginator.count
 
 
-def template_catalog_page(queryset: QuerySet[Template], number: str | int | None, per_page: int) -> CatalogPage:
-    """One page of the catalog in the queryset's order. The page's ids come from the
-    template table alone (an index walk even on deep pages of the name sort; the ranked
-    ids of a search); only those rows are then read as cards, by id alone: the ids were
-    chosen by the queryset's scope and filters (and a second list of ids beside the
-    page's would have PostgreSQL scan every template)."""
-    ids = CappedPaginator(queryset.values_list("pk", flat=True), per_page).get_page(number)
+def template_catalog_page(results: "QuerySet[Template] | RankedTemplates", number: str | int | None, per_page: int) -> CatalogPage:
+    """One page of the catalog in the results' order. The page's ids come from the
+    template table alone (an index walk even on deep pages of the name sort), or from a
+    ranked search's ids, already read; only those rows are then read as cards, by id
+    alone: the ids were chosen by the queryset's scope and filters (and a second list of
+    ids beside the page's would have PostgreSQL scan every template)."""
+    ranked = isinstance(results, RankedTemplates)
+    ids = CappedPaginator(results.ids if ranked else results.values_list("pk", flat=True), per_page).get_page(number)
     page_ids = list(ids.object_list)
     by_pk = {template.pk: template for template in _as_cards(Template.objects.filter(pk__in=page_ids))}
     return CatalogPage(page=ids, templates=[by_pk[pk] for pk in page_ids])
 
 
-def template_search(queryset: QuerySet[Template], query: str, *, sort: str = "relevance") -> QuerySet[Template]:
+class RankedTemplates:
+    """A ranked search's results: the ids of its matches in rank order (up to
+    RANKED_CANDIDATES, read in one query), and `queryset`'s rows read by id only for the
+    slice a page shows. A Paginator's object_list: it counts the ids, never the rows."""
+
+    ordered = True
+
+    def __init__(self, queryset: QuerySet[Template], ids: list[int]) -> None:
+        self.queryset = queryset
+        self.ids = ids
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def count(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: slice) -> list[Template]:
+        if not isinstance(index, slice):
+            raise TypeError("ranked results are read a page (a slice) at a time")
+        ids = self.ids[index]
+        # Filtered again by `queryset`: a row it does not hold is left out, never shown.
+        by_pk = {template.pk: template for template in self.queryset.order_by().filter(pk__in=ids)} if ids else {}
+        return [by_pk[pk] for pk in ids if pk in by_pk]
+
+    def __iter__(self):
+        return iter(self[:])
+
+    def matching(self) -> QuerySet[Template]:
+        """Every result as a queryset (one array parameter for the ids, not one each)."""
+        return self.queryset.filter(PkInArray(Cast(Value(self.ids), ArrayField(BigIntegerField()))))
+
+
+def template_search(queryset: QuerySet[Template], query: str, *, sort: str = "relevance") -> "QuerySet[Template] | RankedTemplates":
     """The templates matching `query` in `sort` order: by relevance (an exact name
     first, then name > title > tags > summary > README), by name or newest. On
     PostgreSQL by full text, each word widened to the catalog's words closest to it when
@@ -175,15 +210,13 @@ def template_search(queryset: QuerySet[Template], query: str, *, sort: str = "re
     return matching.order_by("-relevance", "name") if sort == "relevance" else template_sorted(matching, sort=sort)
 
 
-def _ranked_postgresql(queryset: QuerySet[Template], text: str, words: list[str], full_text: SearchQuery) -> QuerySet[Template]:
+def _ranked_postgresql(queryset: QuerySet[Template], text: str, words: list[str], full_text: SearchQuery) -> RankedTemplates:
     """`queryset`'s best matches (`_ranked_candidates`, read once here) by tier, then
-    ts_rank, then name: the page's count, ids and rows look up at most
-    RANKED_CANDIDATES templates by key, and never rank a match again."""
+    ts_rank, then name: the page's count and ids come from them, and only the page's
+    rows are read, by key; no match is ranked or counted twice."""
     candidates = _ranked_candidates(queryset, text, words, full_text)
-    places = {key: place for place, key in enumerate(sorted(set(candidates.values()), key=lambda key: (key[0], -key[1])))}
-    place = NumberById({template_id: places[key] for template_id, key in candidates.items()})
-    ids = Cast(Value(list(candidates)), ArrayField(BigIntegerField()))
-    return queryset.filter(PkInArray(ids)).alias(rank_place=place).order_by("rank_place", "name")
+    ranked = sorted(candidates.items(), key=lambda item: (item[1][0], -item[1][1], item[1][2]))
+    return RankedTemplates(queryset, [template_id for template_id, _ in ranked])
 
 
 class PkInArray(Func):
@@ -200,32 +233,21 @@ class PkInArray(Func):
         return f"{pk} = ANY({ids})", [*pk_params, *ids_params]
 
 
-class NumberById(Func):
-    """The number `numbers` gives the row's pk, sent as one JSON object: jsonb finds a
-    key by binary search, where array_position would walk a whole array for every row."""
-
-    output_field = IntegerField()
-
-    def __init__(self, numbers: dict[int, int]) -> None:
-        super().__init__(Value(json.dumps(numbers)), F("pk"))
-
-    def as_sql(self, compiler, connection, **extra_context):
-        (numbers, numbers_params), (pk, pk_params) = (compiler.compile(expression) for expression in self.get_source_expressions())
-        return f"(({numbers})::jsonb ->> ({pk})::text)::integer", [*numbers_params, *pk_params]
-
-
-def _ranked_candidates(queryset: QuerySet[Template], text: str, words: list[str], full_text: SearchQuery) -> dict[int, tuple[int, float]]:
-    """The tier and ts_rank (over all the fields, weighted) of up to RANKED_CANDIDATES of
+def _ranked_candidates(
+    queryset: QuerySet[Template], text: str, words: list[str], full_text: SearchQuery
+) -> dict[int, tuple[int, float, str]]:
+    """The tier, ts_rank (over all the fields, weighted) and name of up to RANKED_CANDIDATES of
     `queryset`'s matches, by id. The tiers: the exact name (0), then the first of
     FIELD_TIERS to hold every word, then the README. Never every match of a common word:
     the tiers are read in turn under one LIMIT (UNION ALL: the tiers after it is reached
     are not read), so every match of the tiers before the COUNT_CAP-th is a candidate and
     only the last tier reached is sampled."""
-    # A scalar subquery looks each candidate's template up by key; the planner would turn
-    # an EXISTS into a join that hashes every visible template first.
-    visible = queryset.filter(pk=OuterRef("template_id")).order_by().values("pk")[:1]
+    # A scalar subquery looks each candidate's template up by key (None: not in `queryset`);
+    # the planner would turn an EXISTS into a join that hashes every visible template first.
+    # Its name is the last tie-break: read here, the page needs no query to order its ids.
+    visible_name = queryset.filter(pk=OuterRef("template_id")).order_by().values("name")[:1]
     tier_vectors = {f"tier_{index}": head_up_to(weights) for index, weights in enumerate(FIELD_TIERS)}
-    matches = TemplateSearch.objects.alias(visible=Subquery(visible), **tier_vectors).filter(visible__isnull=False).order_by()
+    matches = TemplateSearch.objects.annotate(name=Subquery(visible_name)).alias(**tier_vectors).filter(name__isnull=False).order_by()
     # Without an excluded word, a match in a tier is a match of the whole vector; checking
     # it anyway would have the planner AND in the whole vector's index, every row of a common word.
     in_tiers = matches.filter(vector=full_text) if any(word.startswith("-") for word in words) else matches
@@ -236,11 +258,13 @@ def _ranked_candidates(queryset: QuerySet[Template], text: str, words: list[str]
         tiers.append(tier.exclude(**{f"tier_{index - 1}": full_text}) if index else tier)
     tiers.append(matches.filter(vector=full_text).exclude(**{f"tier_{len(FIELD_TIERS) - 1}": full_text}))
     ts_rank = SearchRank(F("vector"), full_text)
-    rows = [tier.annotate(tier=Value(index), rank=ts_rank).values_list("template_id", "tier", "rank") for index, tier in enumerate(tiers)]
-    candidates: dict[int, tuple[int, float]] = {}
-    for template_id, tier, rank in rows[0].union(*rows[1:], all=True)[:RANKED_CANDIDATES]:
+    rows = [
+        tier.annotate(tier=Value(index), rank=ts_rank).values_list("template_id", "tier", "rank", "name") for index, tier in enumerate(tiers)
+    ]
+    candidates: dict[int, tuple[int, float, str]] = {}
+    for template_id, tier, rank, name in rows[0].union(*rows[1:], all=True)[:RANKED_CANDIDATES]:
         # The exact name comes twice: as itself and in its field's tier.
-        candidates[template_id] = min(candidates.get(template_id, (tier, rank)), (tier, rank))
+        candidates[template_id] = min(candidates.get(template_id, (tier, rank, name)), (tier, rank, name))
     return candidates
 
 
@@ -301,13 +325,14 @@ def template_sorted(queryset: QuerySet[Template], *, sort: str) -> QuerySet[Temp
     return queryset.order_by("name")
 
 
-def template_tag_facets(queryset: QuerySet[Template], *, result_count: int | None) -> list[Tag]:
-    """The most used tags among `queryset`, each with `count`: one aggregate query, and
+def template_tag_facets(results: "QuerySet[Template] | RankedTemplates", *, result_count: int | None) -> list[Tag]:
+    """The most used tags among `results`, each with `count`: one aggregate query, and
     none for more than FACET_MAX_RESULTS results (or an uncounted number, None), where
     counting every tag of every result would cost more than the page (tags narrow a
     search, not the whole catalog)."""
     if not result_count or result_count > FACET_MAX_RESULTS:
         return []
+    queryset = results.matching() if isinstance(results, RankedTemplates) else results
     matching = queryset.order_by().values("pk")
     tags = Tag.objects.filter(templates__in=matching).annotate(count=Count("templates")).order_by("-count", "name")
     return list(tags[:TAG_FACETS])

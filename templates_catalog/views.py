@@ -14,6 +14,7 @@ from builders.errors import BuildFailed
 
 from .access import may_build, may_yank
 from .builds import build_request
+from .cards import catalog_cards
 from .filters import TemplateFilter
 from .forms import YankForm
 from .manifest import Tier
@@ -44,7 +45,7 @@ def home(request: HttpRequest) -> HttpResponse:
         {
             "tier": tier,
             "blurb": TIER_BLURBS[tier],
-            "templates": list(catalog.filter(tier=tier).order_by("-updated_at")[:HOME_CARDS_PER_TIER]),
+            "cards": catalog_cards(list(catalog.filter(tier=tier).order_by("-updated_at")[:HOME_CARDS_PER_TIER])),
         }
         for tier in Tier
     ]
@@ -65,6 +66,7 @@ def template_list(request: HttpRequest) -> HttpResponse:
         "filter": filterset,
         "page": catalog_page.page,
         "templates": catalog_page.templates,
+        "cards": catalog_cards(catalog_page.templates),
         "query": query.urlencode(),
         "facets": template_tag_facets(results, result_count=catalog_page.result_count) if valid else [],
         "facet_query": facet_query.urlencode(),

@@ -230,6 +230,33 @@ def test_ranked_search_keeps_a_fixed_number_of_queries(client, publish, settings
     assert _queries(client, url) == few
 
 
+def test_a_ranked_search_page_reads_its_matches_once(client, vectors):
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(f"{LIST}?q=vector")
+    assert _names(response) == ["vector-store", "in-title", "in-tags", "in-summary"]
+    assert response.context["page"].paginator.count == 4
+    if connection.vendor == "postgresql":
+        # The vocabulary (typos), the ranked matches (which are the count and the page's
+        # ids too), the page's cards, their tags, the facets: no count, no second ranking.
+        assert len(queries) == 5
+        statements = [query["sql"] for query in queries]
+        assert not [sql for sql in statements if "COUNT(*)" in sql]
+        assert len([sql for sql in statements if "ts_rank" in sql]) == 1
+    else:
+        # The count, the page's ids, the cards, their tags, the facets.
+        assert len(queries) == 5
+
+
+def test_the_api_reads_a_ranked_search_once_too(client, vectors):
+    with CaptureQueriesContext(connection) as queries:
+        body = client.get(f"{API}?q=vector").json()
+    assert [t["name"] for t in body["results"]] == ["vector-store", "in-title", "in-tags", "in-summary"]
+    assert (body["count"], body["count_capped"]) == (4, False)
+    # PostgreSQL: the vocabulary, the ranked matches, the page's rows, their tags.
+    # SQLite: the count, the page's rows, their tags.
+    assert len(queries) == (4 if connection.vendor == "postgresql" else 3)
+
+
 def test_facets_are_left_out_when_the_results_are_too_many_to_count_cheaply(client, vectors, monkeypatch):
     monkeypatch.setattr("templates_catalog.selectors.FACET_MAX_RESULTS", 3)
     assert client.get(f"{LIST}?q=close").context["facets"] != []
