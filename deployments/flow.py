@@ -97,15 +97,24 @@ def _schedule(deployment: Deployment) -> float | None:
     for _ in range(PLACEMENT_ATTEMPTS):
         capacities = [node for node in schedulable_capacities() if node.name not in passed_over]
         if not capacities and not passed_over:
-            return _fail(deployment, "every node is drained: no node takes new deployments; ask the hub's operators")
+            return _fail(deployment, _placed_again_because(
+                deployment, "every node is drained or lost: no node takes new deployments; ask the hub's operators"))
         try:
             placement = place(resources, capacities)
         except NoNodeFits as exc:
-            return _fail(deployment, str(exc))
+            return _fail(deployment, _placed_again_because(deployment, str(exc)))
         if _claim(deployment, placement, resources):
             return None
         passed_over.add(placement.node)  # taken meanwhile by another placement, or drained
     return FIRST_POLL_SECONDS  # every choice was taken meanwhile: place again with fresh numbers
+
+
+def _placed_again_because(deployment: Deployment, why_nothing_fits: str) -> str:
+    """A deployment sent back to scheduling because its node was lost carries that in its
+    `reason` (see deployments.reconcile): its failure says both."""
+    if not deployment.reason:
+        return why_nothing_fits
+    return f"{deployment.reason}; no other node fits it: {why_nothing_fits}"
 
 
 def _back_on_own_node(deployment: Deployment, resources) -> bool:
@@ -122,7 +131,7 @@ def _claim(deployment: Deployment, placement: Placement, resources, *, how: str 
     every node unlocked (cheap); only the chosen node's row is locked, and its usage read
     again under that lock, so two placements at once never both take its last GPU."""
     with transaction.atomic():
-        node = Node.objects.select_for_update().filter(name=placement.node, schedulable=True).first()
+        node = Node.objects.select_for_update().filter(name=placement.node, schedulable=True, lost_reason="").first()
         if node is None:
             return False
         try:
@@ -131,7 +140,7 @@ def _claim(deployment: Deployment, placement: Placement, resources, *, how: str 
             return False
         deployment_transition(
             deployment_id=deployment.pk, to=State.STARTING, expect=(State.SCHEDULING,), node=node,
-            price_per_hour=node.price_per_hour, message=f"{how} on {node.name} at {node.price_per_hour}/hour",
+            price_per_hour=node.price_per_hour, message=f"{how} on {node.name} at {node.price_per_hour}/hour", reason="",
         )
     return True
 

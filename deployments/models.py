@@ -21,6 +21,28 @@ def new_handle() -> str:
     return "d-" + "".join(secrets.choice(HANDLE_ALPHABET) for _ in range(10))
 
 
+class NodePool(models.Model):
+    """A swarm or a Kubernetes cluster whose nodes the hub registered together
+    (`manage.py node_pool_add`); refreshing it updates its nodes' rows."""
+
+    class Kind(models.TextChoices):
+        SWARM = "swarm", "Docker Swarm"
+        KUBERNETES = "kubernetes", "Kubernetes cluster"
+
+    name = models.SlugField(max_length=40, unique=True)
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    # A swarm manager's engine (tcp://…, unix://…) or kubeconfig:///PATH?context=…&namespace=….
+    engine_url = models.CharField(max_length=300)
+    created_at = models.DateTimeField(auto_now_add=True)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Node(models.Model):
     """A machine that runs deployments, through the runner it names."""
 
@@ -43,7 +65,11 @@ class Node(models.Model):
     memory_gb = models.DecimalField(max_digits=9, decimal_places=1)
     price_per_hour = models.DecimalField(max_digits=9, decimal_places=4, default=0)
     labels = models.JSONField(default=dict, blank=True)
+    pool = models.ForeignKey(NodePool, on_delete=models.PROTECT, null=True, blank=True, related_name="nodes")
     schedulable = models.BooleanField(default=True)
+    # Why the reconciler last found the node gone (down, left its swarm, not answering); empty
+    # while it answers. A lost node takes no deployments until it answers again.
+    lost_reason = models.CharField(max_length=1000, blank=True, default="")
     last_heartbeat = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -40,7 +40,7 @@ def node_add(
     _check_runner_choice(runner)
     node = Node(name=name, runner=runner, engine_url=engine_url, address=address, price_per_hour=price_per_hour,
                 labels=labels or {}, cpus=Decimal(1), memory_gb=Decimal(1))
-    _apply_inventory(node, node_probe(node=node))
+    apply_inventory(node, node_probe(node=node))
     try:
         with transaction.atomic():
             node.save()
@@ -160,7 +160,7 @@ def _check_runner_choice(runner: str) -> None:
         raise NodeRejected(f"unknown runner {runner!r}: use process, docker, kubernetes, swarm, or the dotted path of a runner class") from None
 
 
-def _apply_inventory(node: Node, inventory: Inventory) -> None:
+def apply_inventory(node: Node, inventory: Inventory) -> None:
     node.cpus = Decimal(str(round(inventory.cpus, 2)))
     node.memory_gb = Decimal(str(round(inventory.memory_gb, 1)))
     node.gpus = [gpu.memory_gb for gpu in inventory.gpus]

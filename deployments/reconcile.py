@@ -9,7 +9,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from hub_site.backends import runner_for
-from runners.base import NodeUnreachable, Runner, RunnerError, RunPhase, RunState
+from runners.base import NodeLost, NodeUnreachable, Runner, RunnerError, RunPhase, RunState
 
 from .flow import how_it_died, restarts_used_up
 from .models import Deployment, Node
@@ -27,6 +27,7 @@ class ReconcileReport:
     removed: list[str] = field(default_factory=list)
     stopped: list[str] = field(default_factory=list)
     unreachable: list[str] = field(default_factory=list)
+    placed_again: list[str] = field(default_factory=list)  # sent back to scheduling: their node was lost
 
 
 def deployments_reconcile() -> ReconcileReport:
@@ -36,19 +37,30 @@ def deployments_reconcile() -> ReconcileReport:
     placed = Deployment.objects.filter(node__isnull=False, deleted_at__isnull=True).select_related("version", "build", "node")
     for deployment in placed:
         expected[deployment.node_id][deployment.handle] = deployment
-    for node in Node.objects.order_by("pk"):
-        _reconcile_node(node, expected[node.pk], report)
+    answered, lost = _look_at_every_node()
+    # Lost nodes are marked before their deployments go back to scheduling, so no placement picks them.
+    for node, exc in lost:
+        _node_lost(node, expected[node.pk].values(), exc, report)
+    if answered:
+        Node.objects.filter(pk__in=[node.pk for node, _, _ in answered]).update(last_heartbeat=timezone.now(), lost_reason="")
+    for node, runner, runs in answered:
+        _reconcile_node(runner, runs, expected[node.pk], report)
     return report
 
 
-def _reconcile_node(node: Node, expected: dict[str, Deployment], report: ReconcileReport) -> None:
-    runner = runner_for(node)
-    try:
-        runs = {run.deployment: run for run in runner.list()}
-    except RunnerError as exc:
-        _node_lost(node, expected.values(), exc, report)
-        return
-    Node.objects.filter(pk=node.pk).update(last_heartbeat=timezone.now())
+def _look_at_every_node() -> tuple[list[tuple[Node, Runner, dict[str, RunState]]], list[tuple[Node, RunnerError]]]:
+    answered, lost = [], []
+    for node in Node.objects.order_by("pk"):
+        runner = runner_for(node)
+        try:
+            answered.append((node, runner, {run.deployment: run for run in runner.list()}))
+        except RunnerError as exc:
+            lost.append((node, exc))
+    return answered, lost
+
+
+def _reconcile_node(runner: Runner, runs: dict[str, RunState], expected: dict[str, Deployment],
+                    report: ReconcileReport) -> None:
     for handle in runs.keys() - expected.keys():
         # An orphan: no deployment (or a deleted one, or one moved elsewhere) owns it here.
         _quietly(runner.remove, handle)
@@ -64,12 +76,27 @@ def _reconcile_node(node: Node, expected: dict[str, Deployment], report: Reconci
             _stop_if_still_sleeping(runner, deployment, report)
 
 
-def _node_lost(node: Node, deployments, exc: Exception, report: ReconcileReport) -> None:
+def _node_lost(node: Node, deployments, exc: RunnerError, report: ReconcileReport) -> None:
+    """Send each deployment running (or starting) on a lost node back to scheduling, with
+    `why` as its reason: the flow places it on the cheapest other node that fits and starts
+    it there, or fails it with `why` and what no other node had. Its run on the lost node,
+    should the node come back, is then an orphan there and is removed."""
+    why = _why_lost(node, exc)
+    logger.warning("%s: placing its deployments on other nodes", why)
     report.unreachable.append(node.name)
-    reason = f"node {node.name} unreachable: {exc}" if isinstance(exc, NodeUnreachable) else f"node {node.name} failed: {exc}"
+    Node.objects.filter(pk=node.pk).update(lost_reason=why)
     for deployment in deployments:
         if deployment.state in (State.STARTING, State.RUNNING):
-            _transition(deployment, State.FAILED, reason, report.failed)
+            _transition(deployment, State.SCHEDULING, f"{why}: placing it on another node", report.placed_again,
+                        node=None, endpoint="", reason=why)
+
+
+def _why_lost(node: Node, exc: RunnerError) -> str:
+    if isinstance(exc, NodeLost):
+        return f"node {node.name} {exc}"
+    if isinstance(exc, NodeUnreachable):
+        return f"node {node.name} unreachable: {exc}"
+    return f"node {node.name} failed: {exc}"
 
 
 def _revive(runner: Runner, deployment: Deployment, run: RunState, report: ReconcileReport) -> None:

@@ -97,7 +97,7 @@ def schedulable_capacities() -> list[NodeCapacity]:
     """The free capacity of every schedulable node in two queries, read as plain rows with
     the numbers cast to floats by the database: the scheduler reads every node for each
     placement, and a thousand model instances (or Decimals) cost more than placing."""
-    rows = Node.objects.filter(schedulable=True).order_by("pk").values_list(
+    rows = Node.objects.filter(schedulable=True, lost_reason="").order_by("pk").values_list(
         "pk", "name", "price_per_hour", Cast("cpus", FloatField()), Cast("memory_gb", FloatField()), "gpus", "gpu_model",
     )
     usage = node_usage()
@@ -132,7 +132,7 @@ def _capacity(name: str, price: Decimal, cpus: float, memory_gb: float, gpus: li
 
 
 def schedulable_nodes() -> QuerySet[Node]:
-    return Node.objects.filter(Q(schedulable=True)).order_by("pk")
+    return Node.objects.filter(Q(schedulable=True), lost_reason="").order_by("pk")
 
 
 def endpoint_tokens_of(deployment: Deployment) -> QuerySet[EndpointToken]:

@@ -9,6 +9,7 @@ which runner it uses and `hub_site.backends.runner_for(node)` builds it.
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from enum import StrEnum
 from typing import Protocol
 
@@ -25,6 +26,11 @@ class NodeUnreachable(RunnerError):
     """The node's engine did not answer at all."""
 
 
+class NodeLost(NodeUnreachable):
+    """The node's cluster says the node is gone (it left, or is down): str(exc) completes
+    "node NAME …", e.g. "left the swarm (the manager reports it down)"."""
+
+
 # A handle names folders, containers and volumes: no path separators, nothing that starts with a dot.
 _DEPLOYMENT_HANDLE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
@@ -37,6 +43,16 @@ def check_deployment_handle(deployment: str) -> str:
             "starting with a letter or digit"
         )
     return deployment
+
+
+def label_number(text: str) -> Decimal | None:
+    """The number in an operator's node label (a price, a GPU's memory); None unless it is a
+    finite number of 0 or more."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() and value >= 0 else None
 
 
 @dataclass(frozen=True)

@@ -28,9 +28,12 @@ import json
 import os
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
 import urllib3
+import yaml
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -46,6 +49,7 @@ from .base import (
     RunnerError,
     RunPhase,
     RunState,
+    label_number,
 )
 from .process import OFFLINE
 
@@ -57,6 +61,7 @@ DEFAULT_NAMESPACE = "aihub"
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
 GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"  # MiB, set by NVIDIA's GPU feature discovery
+NODE_LABEL_PRICE = "price_per_hour"  # the operator's label on each node, as on a swarm's nodes
 TOKEN_FILE_ENV = "HUB_KUBERNETES_TOKEN_FILE"
 CA_FILE_ENV = "HUB_KUBERNETES_CA_FILE"
 ENV_DIGEST_ANNOTATION = "io.aihub/environment-digest"
@@ -338,15 +343,22 @@ class KubernetesRunner:
         selector = f"{GPU_PRODUCT_LABEL}={self.gpu_product}" if self.gpu_product else None
         with _api_errors("reading the cluster's nodes"):
             nodes = self.core.list_node(label_selector=selector, **self._timeout).items
-        cpus, memory, gpus = 0.0, 0.0, []
+        return _inventory_of(nodes)
+
+    def pools(self) -> list[ClusterPool]:
+        """The cluster's GPU pools, one per GPU product of its schedulable nodes (the whole
+        cluster when no node carries a product label), each priced by its nodes' label."""
+        with _api_errors("reading the cluster's nodes"):
+            nodes = [node for node in self.core.list_node(**self._timeout).items
+                     if node.spec is None or not node.spec.unschedulable]
+        by_product: dict[str, list] = {}
         for node in nodes:
-            if node.spec is not None and node.spec.unschedulable:
-                continue
-            allocatable = node.status.allocatable or {}
-            cpus += float(parse_quantity(allocatable.get("cpu", "0")))
-            memory += float(parse_quantity(allocatable.get("memory", "0"))) / 1024**3
-            gpus += [_gpu_of(node.metadata.labels or {})] * int(parse_quantity(allocatable.get(GPU_RESOURCE, "0")))
-        return Inventory(cpus=round(cpus, 2), memory_gb=round(memory, 1), gpus=tuple(gpus))
+            by_product.setdefault((node.metadata.labels or {}).get(GPU_PRODUCT_LABEL, ""), []).append(node)
+        if set(by_product) != {""}:
+            by_product.pop("", None)  # CPU-only nodes of a GPU cluster are no pool of the hub's
+        return [ClusterPool(gpu_product=product, price_per_hour=_pool_price(product, members),
+                            inventory=_inventory_of(members), node_names=tuple(node.metadata.name for node in members))
+                for product, members in sorted(by_product.items())]
 
     # --- the API ----------------------------------------------------------------------
 
@@ -382,7 +394,7 @@ class KubernetesRunner:
                 config.load_incluster_config()
                 return client.ApiClient()
             return config.new_client_from_config(context=self.context)
-        except (ConfigException, OSError) as error:
+        except (ConfigException, OSError, yaml.YAMLError) as error:
             raise RunnerError(f"the Kubernetes configuration {self.base_url or '(default)'} cannot be used: {error}") from None
 
     def _url_configuration(self) -> client.Configuration:
@@ -433,6 +445,42 @@ class KubernetesRunner:
             if port.node_port:
                 return f"http://{self.address}:{port.node_port}"
         return None
+
+
+@dataclass(frozen=True)
+class ClusterPool:
+    gpu_product: str  # "" for a cluster whose nodes carry no GPU product label
+    price_per_hour: Decimal
+    inventory: Inventory
+    node_names: tuple[str, ...]
+
+
+def _inventory_of(nodes) -> Inventory:
+    cpus, memory, gpus = 0.0, 0.0, []
+    for node in nodes:
+        if node.spec is not None and node.spec.unschedulable:
+            continue
+        allocatable = node.status.allocatable or {}
+        cpus += float(parse_quantity(allocatable.get("cpu", "0")))
+        memory += float(parse_quantity(allocatable.get("memory", "0"))) / 1024**3
+        gpus += [_gpu_of(node.metadata.labels or {})] * int(parse_quantity(allocatable.get(GPU_RESOURCE, "0")))
+    return Inventory(cpus=round(cpus, 2), memory_gb=round(memory, 1), gpus=tuple(gpus))
+
+
+def _pool_price(product: str, nodes) -> Decimal:
+    """The price every node of the pool carries in its `price_per_hour` label (the hub bills a
+    pool at one price, so they must agree); 0 when none carries it."""
+    texts = {(node.metadata.labels or {}).get(NODE_LABEL_PRICE, "0") for node in nodes}
+    what = f"the nodes with {GPU_PRODUCT_LABEL}={product}" if product else "the cluster's nodes"
+    if len(texts) > 1:
+        raise RunnerError(f"{what} carry different {NODE_LABEL_PRICE} labels ({', '.join(sorted(texts))}): "
+                          f"the hub bills a pool at one price; `kubectl label node NAME {NODE_LABEL_PRICE}=2.40 --overwrite`")
+    [text] = texts or {"0"}
+    price = label_number(text)
+    if price is None:
+        raise RunnerError(f"{what} have the label {NODE_LABEL_PRICE}={text!r}: set a number of 0 or more, "
+                          f"e.g. `kubectl label node NAME {NODE_LABEL_PRICE}=2.40 --overwrite`")
+    return price
 
 
 def _gpu_of(labels: Mapping[str, str]) -> Gpu:

@@ -7,7 +7,9 @@ resource the node's engine advertises (`dockerd --node-generic-resource NVIDIA-G
 the Docker runner's hardening, and its port published in host mode on that node (the
 ingress routing mesh needs overlay networking the hub does not rely on). Sleeping is
 `replicas 0`, waking `replicas 1`. Images come by digest from the hub's registry: each
-node pulls what it lacks.
+node pulls what it lacks. A node the manager reports down, gone or drained is lost
+(`NodeLost`): the hub places its deployments on other nodes, each as a service of its own
+there (services are named after the deployment and the node).
 
 Swarm's API (1.41 on Docker 20.10) has no per-service no-new-privileges: the nodes' engines
 run with `dockerd --no-new-privileges`, which makes it the default for every container.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 
 import docker
 from docker.errors import NotFound
@@ -30,9 +32,11 @@ from .base import (
     Gpu,
     Inventory,
     LaunchSpec,
+    NodeLost,
     RunnerError,
     RunPhase,
     RunState,
+    label_number,
 )
 from .docker import APP_USER, PIDS_LIMIT, STOP_TIMEOUT, container_environment, container_name, engine_errors
 
@@ -63,6 +67,13 @@ class SwarmNode:
     labels: dict[str, str]
 
 
+def service_name(deployment: str, node_id: str) -> str:
+    """One service per deployment and node: a deployment placed again on another node gets a
+    service of its own there, and the one left on its old node (which the manager keeps while
+    that node is down) is an orphan the reconciler removes once the node answers."""
+    return f"{container_name(deployment)}-{node_id}"
+
+
 def service_options(spec: LaunchSpec, *, node_id: str, hub_id: str) -> dict:
     """The keyword arguments of `client.services.create` for `spec` on the node `node_id`."""
     if spec.kind != "service":
@@ -79,7 +90,7 @@ def service_options(spec: LaunchSpec, *, node_id: str, hub_id: str) -> dict:
     resources["Limits"]["Pids"] = PIDS_LIMIT
     labels = {**spec.labels, LABEL_DEPLOYMENT: spec.deployment, LABEL_HUB: hub_id, LABEL_SWARM_NODE: node_id}
     return {
-        "name": container_name(spec.deployment),
+        "name": service_name(spec.deployment, node_id),
         "image": spec.image,
         "user": APP_USER,
         "cap_drop": ["ALL"],
@@ -116,16 +127,14 @@ class SwarmRunner:
 
     @functools.cached_property
     def client(self) -> docker.DockerClient:
-        with engine_errors("connecting to the swarm manager"):
-            if self.base_url:
-                return docker.DockerClient(base_url=self.base_url, timeout=self.timeout)
-            return docker.from_env(timeout=self.timeout)
+        return _manager_client(self.base_url, self.timeout)
 
     def launch(self, spec: LaunchSpec) -> RunState:
         options = service_options(spec, node_id=self.node_id, hub_id=self.hub_id)
         with engine_errors(f"launching {spec.deployment} on the swarm"):
+            self._check_node_is_in_the_swarm()
             service = self._service(spec.deployment)
-            if service is not None and _image_of(service) == spec.image and _placed_on(service) == self.node_id:
+            if service is not None and _image_of(service) == spec.image:
                 service.scale(1)
             else:
                 if service is not None:
@@ -162,6 +171,7 @@ class SwarmRunner:
 
     def list(self) -> list[RunState]:
         with engine_errors("listing this hub's services on the swarm"):
+            self._check_node_is_in_the_swarm()
             services = self.client.services.list(
                 filters={"label": [f"{LABEL_HUB}={self.hub_id}", f"{LABEL_SWARM_NODE}={self.node_id}"]}
             )
@@ -178,6 +188,20 @@ class SwarmRunner:
         with engine_errors("listing the swarm's nodes"):
             return [swarm_node_of(node.attrs) for node in self.client.nodes.list()]
 
+    def _check_node_is_in_the_swarm(self) -> None:
+        """NodeLost when the manager reports this node gone, down or drained by the swarm's
+        operator: the swarm no longer runs its tasks, so the hub places them elsewhere."""
+        try:
+            attrs = self.client.nodes.get(self.node_id).attrs
+        except NotFound:
+            raise NodeLost(f"left the swarm (the manager has no node {self.node_id})") from None
+        state, availability = attrs["Status"]["State"], attrs["Spec"].get("Availability")
+        if state != "ready":
+            why = attrs["Status"].get("Message") or state
+            raise NodeLost(f"left the swarm (the manager reports it {state}: {why})")
+        if availability == "drain":
+            raise NodeLost("was drained in the swarm (`docker node update --availability drain`)")
+
     def _wait_until_no_task_runs(self, service, deployment: str) -> None:
         """Scaling is asynchronous; the hub records `sleeping` only once nothing runs."""
         deadline = time.monotonic() + STOP_TIMEOUT + STOP_SLACK_SECONDS
@@ -188,14 +212,17 @@ class SwarmRunner:
 
     def _service(self, deployment: str):
         try:
-            return self.client.services.get(container_name(deployment))
+            return self.client.services.get(service_name(deployment, self.node_id))
         except NotFound:
             return None
 
     def _state_of(self, deployment: str, service) -> RunState:
         if service.attrs["Spec"]["Mode"].get("Replicated", {}).get("Replicas") == 0:
             return RunState(deployment=deployment, phase=RunPhase.STOPPED, detail="scaled to 0 replicas")
-        tasks = sorted(service.tasks(), key=lambda task: task["CreatedAt"], reverse=True)
+        # A task in `shutdown` was stopped on purpose (scaled to 0 for a sleep): right after
+        # `replicas 1` it is still the newest one for a moment, and is not the new run's state.
+        tasks = sorted((task for task in service.tasks() if task["Status"]["State"] != "shutdown"),
+                       key=lambda task: _moment(task["CreatedAt"]), reverse=True)
         if not tasks:
             return RunState(deployment=deployment, phase=RunPhase.STARTING, detail="waiting for the swarm to schedule it")
         status = tasks[0]["Status"]
@@ -213,6 +240,28 @@ class SwarmRunner:
             if port.get("PublishedPort"):
                 return f"http://{self.address}:{port['PublishedPort']}"
         return None
+
+
+def swarm_nodes(base_url: str, *, timeout: int = 30) -> list[SwarmNode]:
+    """Every node of the swarm whose manager's engine answers at `base_url`; RunnerError when
+    that engine is in no swarm or is a worker (only managers list nodes)."""
+    client = _manager_client(base_url, timeout)
+    with engine_errors(f"asking the engine at {base_url} for its swarm"):
+        swarm = client.info().get("Swarm") or {}
+        if swarm.get("LocalNodeState") != "active":
+            raise RunnerError(f"the engine at {base_url} is not part of a swarm: give the address of a swarm "
+                              "manager (`docker swarm init` makes one)")
+        if not swarm.get("ControlAvailable"):
+            raise RunnerError(f"the engine at {base_url} is a swarm worker, not a manager: give the address of a "
+                              "manager (`docker node ls` on a manager lists them, MANAGER STATUS Leader or Reachable)")
+        return [swarm_node_of(node.attrs) for node in client.nodes.list()]
+
+
+def _manager_client(base_url: str | None, timeout: int) -> docker.DockerClient:
+    with engine_errors("connecting to the swarm manager"):
+        if base_url:
+            return docker.DockerClient(base_url=base_url, timeout=timeout)
+        return docker.from_env(timeout=timeout)
 
 
 def swarm_node_of(attrs: dict) -> SwarmNode:
@@ -244,11 +293,8 @@ def _gpu_count(generic_resources) -> int:
 
 def _number(labels: dict[str, str], name: str, node_id: str) -> Decimal:
     text = labels.get(name, "0")
-    try:
-        value = Decimal(text)
-    except InvalidOperation:
-        value = Decimal(-1)
-    if not value.is_finite() or value < 0:
+    value = label_number(text)
+    if value is None:
         raise RunnerError(f"the swarm node {node_id} has the label {name}={text!r}: set a number of 0 or more, "
                           f"e.g. `docker node update --label-add {name}=1.5 {node_id}`")
     return value
@@ -258,6 +304,8 @@ def _image_of(service) -> str:
     return service.attrs["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"]
 
 
-def _placed_on(service) -> str:
-    constraints = service.attrs["Spec"]["TaskTemplate"].get("Placement", {}).get("Constraints") or []
-    return next((item.removeprefix("node.id==") for item in constraints if item.startswith("node.id==")), "")
+def _moment(timestamp: str) -> tuple[str, int]:
+    """The engine's RFC 3339 time ("2026-11-29T21:34:41.0405535Z") as a sortable key: Go drops
+    the fraction's trailing zeros, so the strings themselves do not sort."""
+    seconds, _, fraction = timestamp.rstrip("Z").partition(".")
+    return seconds, int(fraction.ljust(9, "0")[:9] or 0)

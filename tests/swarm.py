@@ -28,11 +28,38 @@ from .netutil import free_port, wait_for_port
 ENGINE_START_SECONDS = 30
 
 
+# The manager marks a node down after a few missed heartbeats (the default, 5 s each, takes
+# about 15 s); a test about to stop a node shortens them (`heartbeat_shorten`), not earlier,
+# so a node of a busy test machine is never taken for down meanwhile.
+SHORT_HEARTBEAT_SECONDS = 1
+
+
 @dataclass(frozen=True)
 class Swarm:
     manager_url: str
     node_ids: dict[str, str]  # "a" / "b" → the swarm's node id
     engine_urls: dict[str, str]
+    engines: dict[str, subprocess.Popen]
+
+    def engine_stop(self, name: str) -> None:
+        """Stop one node's engine, as when its machine goes away."""
+        _engine_stop(self.engines[name])
+
+    def heartbeat_shorten(self) -> None:
+        api = docker.APIClient(base_url=self.manager_url, timeout=10)
+        current = api.inspect_swarm()
+        spec = {**current["Spec"], "Dispatcher": {"HeartbeatPeriod": SHORT_HEARTBEAT_SECONDS * 10**9}}
+        api.update_swarm(version=current["Version"]["Index"], swarm_spec=spec)
+
+    def wait_until_down(self, name: str, timeout: float = 60) -> dict:
+        """The manager's record of node `name` once it reports it down."""
+        manager = docker.DockerClient(base_url=self.manager_url, timeout=10)
+        deadline = time.monotonic() + timeout
+        while True:
+            attrs = manager.nodes.get(self.node_ids[name]).attrs
+            if attrs["Status"]["State"] == "down" or time.monotonic() > deadline:
+                return attrs
+            time.sleep(0.5)
 
 
 @contextlib.contextmanager
@@ -62,7 +89,7 @@ def two_node_swarm(prices: dict[str, str]) -> Iterator[Swarm]:
     _require_tools()
     root = Path(tempfile.mkdtemp(prefix="hubsw-", dir="/tmp"))  # short: a unix socket path has 108 bytes
     tag = uuid.uuid4().hex[:6]
-    engines: list[subprocess.Popen] = []
+    engines: dict[str, subprocess.Popen] = {}
     bridges: list[str] = []
     try:
         urls = {}
@@ -70,8 +97,7 @@ def two_node_swarm(prices: dict[str, str]) -> Iterator[Swarm]:
             bridge = f"hsw{tag}{name}"
             _bridge_add(bridge)
             bridges.append(bridge)
-            urls[name], process = _engine_start(root / name, bridge, [f"GPU-{name}{index}" for index in range(gpus)])
-            engines.append(process)
+            urls[name], engines[name] = _engine_start(root / name, bridge, [f"GPU-{name}{index}" for index in range(gpus)])
         clients = {name: docker.DockerClient(base_url=url, timeout=60) for name, url in urls.items()}
         manager_port = free_port()
         clients["a"].swarm.init(advertise_addr="127.0.0.1", listen_addr=f"127.0.0.1:{manager_port}")
@@ -84,9 +110,9 @@ def two_node_swarm(prices: dict[str, str]) -> Iterator[Swarm]:
             spec = {**node.attrs["Spec"], "Labels": {"price_per_hour": prices[name], "gpu_model": "FAKE-GPU",
                                                       "gpu_memory_gb": "16"}}
             node.update(spec)
-        yield Swarm(manager_url=urls["a"], node_ids=node_ids, engine_urls=urls)
+        yield Swarm(manager_url=urls["a"], node_ids=node_ids, engine_urls=urls, engines=engines)
     finally:
-        for process in reversed(engines):
+        for process in reversed(engines.values()):
             _engine_stop(process)
         for bridge in bridges:
             subprocess.run(["ip", "link", "del", bridge], capture_output=True)

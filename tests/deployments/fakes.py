@@ -6,7 +6,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from runners.base import Gpu, Inventory, LaunchSpec, NodeUnreachable, RunPhase, RunState
+from runners.base import Gpu, Inventory, LaunchSpec, NodeLost, NodeUnreachable, RunPhase, RunState
 
 
 @dataclass
@@ -26,6 +26,7 @@ class FakeRun:
 class FakeEngine:
     inventory: Inventory = field(default_factory=lambda: Inventory(cpus=8, memory_gb=32))
     answers: bool = True
+    lost: str = ""  # set: the engine answers that the node is gone (a swarm node that left), in these words
     ready: bool = True
     exits_on_launch: int | None = None  # exit code of every run right after launch
     runs: dict[str, FakeRun] = field(default_factory=dict)
@@ -63,6 +64,8 @@ class FakeRunner:
     def _check(self) -> None:
         if not self.engine.answers:
             raise NodeUnreachable("connection refused")
+        if self.engine.lost:
+            raise NodeLost(self.engine.lost)
 
     def launch(self, spec: LaunchSpec) -> RunState:
         self._check()

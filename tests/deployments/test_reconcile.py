@@ -1,11 +1,16 @@
 """The reconciler repairs drift between the rows and what the runners really run."""
 
+from datetime import timedelta
+
 import pytest
+from django.utils import timezone
 
 from deployments.flow import deployment_advance
 from deployments.models import Deployment, Node
 from deployments.reconcile import deployments_reconcile
 from deployments.services import deployment_create, deployment_delete, deployment_stop
+from deployments.sleeping import deployment_sleep
+from deployments.wake import deployment_wake
 
 from . import fakes
 from .conftest import drive
@@ -91,16 +96,87 @@ def test_a_run_still_alive_for_a_stopped_deployment_is_stopped(running):
     assert report.stopped == [deployment.handle] and engine.runs[deployment.handle].phase == "stopped"
 
 
-def test_an_unreachable_node_fails_its_deployments_but_keeps_their_rows(running):
+def test_a_deployment_on_an_unreachable_node_is_placed_again_on_the_cheapest_other_node(running, node_factory):
     deployment, engine = running
+    node_factory("node-c", price="3.00")
+    node_factory("node-b", price="2.00")
     engine.answers = False
 
     report = deployments_reconcile()
 
     deployment.refresh_from_db()
-    assert report.unreachable == [deployment.node.name]
-    assert deployment.state == State.FAILED and deployment.reason.startswith(f"node {deployment.node.name} unreachable")
+    assert report.unreachable == ["node-a"] and report.placed_again == [deployment.handle] and report.failed == []
+    assert (deployment.state, deployment.node, deployment.endpoint) == (State.SCHEDULING, None, "")
+    why = "node node-a unreachable: connection refused"
+    assert deployment.events.last().message == f"{why}: placing it on another node"
+    assert Node.objects.get(name="node-a").lost_reason == why
+    moved = drive(deployment)
+    assert (moved.state, moved.node.name, moved.reason) == (State.RUNNING, "node-b", "")
+    assert fakes.ENGINES["fake://node-b"].launches == [deployment.handle]
     assert Deployment.objects.filter(pk=deployment.pk).exists()
+
+
+def test_a_node_that_left_its_swarm_fails_what_fits_nowhere_else_with_both_reasons(user_factory, publish, node_factory):
+    gpu_node = node_factory("swarm-b", price="1.20", gpus=fakes.gpus(1, 16))
+    node_factory("cpu-only", price="0.10")
+    version = publish(name="llm", resources={"gpus": 1, "gpu_memory_gb": 8, "cpu": 1, "memory_gb": 1})
+    deployment = drive(deployment_create(owner=user_factory(), version=version, inputs={}).deployment)
+    assert (deployment.state, deployment.node.name) == (State.RUNNING, "swarm-b")
+    fakes.ENGINES[gpu_node.engine_url].lost = "left the swarm (the manager reports it down: heartbeat failure)"
+
+    deployments_reconcile()
+    failed = drive(deployment)
+
+    assert failed.state == State.FAILED and failed.node is None
+    assert failed.reason == ("node swarm-b left the swarm (the manager reports it down: heartbeat failure); "
+                             "no other node fits it: no node has a free GPU")
+    assert list(failed.events.values_list("to_state", flat=True))[-2:] == [State.SCHEDULING, State.FAILED]
+
+
+def test_a_deployment_being_placed_again_is_not_also_restarted(running, node_factory):
+    deployment, engine = running
+    other = fakes.ENGINES[node_factory("node-b", price="2.00").engine_url]
+    engine.answers = False
+    deployments_reconcile()
+
+    again = deployments_reconcile()  # the flow has not placed it yet; the node is still lost
+
+    deployment.refresh_from_db()
+    assert again.restarted == again.placed_again == again.failed == []
+    assert deployment.state == State.SCHEDULING and engine.launches == [deployment.handle] and other.launches == []
+    assert deployment.events.filter(to_state=State.SCHEDULING).count() == 2  # placed first, then once again
+
+
+def test_a_lost_node_takes_nothing_until_it_answers_then_its_stale_run_is_removed(running, node_factory, user_factory, version):
+    deployment, engine = running
+    node_factory("node-b", price="2.00")
+    engine.answers = False
+    deployments_reconcile()
+    assert drive(deployment).node.name == "node-b"
+    newcomer = drive(deployment_create(owner=user_factory(), version=version, inputs={}).deployment)
+    assert newcomer.node.name == "node-b"  # node-a is cheaper, but lost
+
+    engine.answers = True
+    report = deployments_reconcile()
+
+    assert report.removed == [deployment.handle] and deployment.handle not in engine.runs
+    assert Node.objects.get(name="node-a").lost_reason == ""
+    later = drive(deployment_create(owner=user_factory(), version=version, inputs={}).deployment)
+    assert later.node.name == "node-a"
+
+
+def test_a_sleeping_deployment_on_a_lost_node_sleeps_on_and_wakes_elsewhere(running, node_factory):
+    deployment, engine = running
+    node_factory("node-b", price="2.00")
+    assert deployment_sleep(deployment_id=deployment.pk, now=timezone.now() + timedelta(days=1))
+    engine.answers = False
+
+    deployments_reconcile()
+
+    deployment.refresh_from_db()
+    assert deployment.state == State.SLEEPING
+    assert deployment_wake(deployment_id=deployment.pk)
+    assert drive(deployment).node.name == "node-b"
 
 
 def test_nodes_that_answer_get_a_heartbeat(running, node_factory):

@@ -1,10 +1,13 @@
 """The swarm runner's requests and readings as plain data (the real swarm: tests/deployments/test_swarm_flow.py)."""
 
+from types import SimpleNamespace
+
 import pytest
+from docker.errors import NotFound
 
 from deployments.models import Node
 from hub_site.backends import runner_for
-from runners.base import LaunchSpec, Resources, RunnerError, Volume
+from runners.base import LaunchSpec, NodeLost, Resources, RunnerError, RunPhase, Volume
 from runners.swarm import HUB_NODE_LABEL, SwarmRunner, service_options, swarm_node_of
 
 IMAGE = "127.0.0.1:5000/aihub/echo@sha256:" + "a" * 64
@@ -61,3 +64,53 @@ def test_a_swarm_node_row_gets_the_swarm_runner_of_its_node(db):
     node.labels = {}
     with pytest.raises(RunnerError, match="needs its node id"):
         runner_for(node)
+
+
+class _Service:
+    def __init__(self, tasks: list[dict]):
+        self.attrs = {"Spec": {"Mode": {"Replicated": {"Replicas": 1}}}}
+        self._tasks = tasks
+
+    def tasks(self) -> list[dict]:
+        return self._tasks
+
+
+def test_a_task_stopped_for_a_sleep_is_not_the_state_of_the_run_woken_after_it():
+    runner = SwarmRunner(node_id="node1")
+    stopped = {"CreatedAt": "2026-11-29T21:34:41.9Z", "Status": {"State": "shutdown"}}
+    # Go drops trailing zeros: .10 is .1, later than .09 though it sorts before as text.
+    crashed = {"CreatedAt": "2026-11-29T21:34:42.09Z", "Status": {"State": "failed", "Err": "task: non-zero exit (3)",
+                                                                   "ContainerStatus": {"ExitCode": 3}}}
+    woken = {"CreatedAt": "2026-11-29T21:34:42.1Z", "Status": {"State": "starting"}}
+
+    assert runner._state_of("d-1", _Service([stopped])).phase == RunPhase.STARTING
+    assert runner._state_of("d-1", _Service([stopped, crashed, woken])).phase == RunPhase.STARTING
+    died = runner._state_of("d-1", _Service([stopped, crashed]))
+    assert (died.phase, died.exit_code, died.detail) == (RunPhase.EXITED, 3, "its task is failed: task: non-zero exit (3)")
+
+
+class _Nodes:
+    def __init__(self, attrs: dict | None):
+        self.attrs = attrs
+
+    def get(self, node_id: str):
+        if self.attrs is None:
+            raise NotFound("node not found")
+        return self
+
+
+@pytest.mark.parametrize(("state", "availability", "message"), [
+    (None, None, "left the swarm (the manager has no node node1)"),
+    ("down", "active", "left the swarm (the manager reports it down: heartbeat failure)"),
+    ("ready", "drain", "was drained in the swarm"),
+])
+def test_a_node_the_manager_reports_gone_down_or_drained_is_lost(state, availability, message):
+    runner = SwarmRunner(node_id="node1")
+    attrs = None if state is None else {"Status": {"State": state, "Message": "heartbeat failure"},
+                                        "Spec": {"Availability": availability}}
+    runner.__dict__["client"] = SimpleNamespace(nodes=_Nodes(attrs))  # what the manager would answer
+
+    for call in (runner.list, lambda: runner.launch(LaunchSpec(deployment="d-1", image=IMAGE))):
+        with pytest.raises(NodeLost) as lost:
+            call()
+        assert str(lost.value).startswith(message)
