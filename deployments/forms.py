@@ -7,7 +7,7 @@ from django.conf import settings
 
 from templates_catalog.forms import PersonalTokenForm
 from templates_catalog.manifest import Manifest
-from templates_catalog.manifest.schema import Input, InputType
+from templates_catalog.manifest.schema import Input, InputType, TryIt
 
 from .specs import MAX_STRING_CHARS, MAX_TEXT_CHARS
 
@@ -48,11 +48,7 @@ class DeployForm(forms.Form):
     def inputs(self) -> dict:
         """The values to deploy with; blank optional fields are left out so the
         manifest's defaults apply."""
-        return {
-            name: value
-            for name, value in self.cleaned_data.items()
-            if name not in self.HUB_FIELDS and value not in (None, "")
-        }
+        return _given({name: value for name, value in self.cleaned_data.items() if name not in self.HUB_FIELDS})
 
     def idle_timeout(self) -> int | None:
         """None when left blank: the hub's default applies."""
@@ -63,6 +59,28 @@ class DeployForm(forms.Form):
         for field, message in errors:
             name = self.IDLE_TIMEOUT if field == "idle_timeout_seconds" else field.removeprefix("inputs.")
             self.add_error(name if name in self.fields else None, message)
+
+
+class TryForm(forms.Form):
+    """The "Try it" form of a manifest's `serve.try`: its fields are built as the deploy
+    form's are; the prefix keeps their names apart from the page's other forms."""
+
+    prefix = "try"
+
+    def __init__(self, spec: TryIt, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for item in spec.inputs:
+            field = _field_for(item)
+            if field is not None:  # the schema refuses `file` inputs in `serve.try`
+                self.fields[item.name] = field
+
+    def values(self) -> dict:
+        """What to send; blank optional fields are left out, so the endpoint's defaults apply."""
+        return _given(self.cleaned_data)
+
+
+def _given(values: dict) -> dict:
+    return {name: value for name, value in values.items() if value not in (None, "")}
 
 
 def _field_for(item: Input) -> forms.Field | None:

@@ -15,6 +15,7 @@ the forwarding is `runners.gateway`'s.
 | 503 + `Retry-After` | its wake failed or took longer than that, or it is stopped or failed: the reason says which |
 """
 
+import asyncio
 import functools
 import json
 import re
@@ -102,6 +103,10 @@ class DeploymentGateway:
         if target is None:
             await send_json_error(send, 404, NOT_FOUND)
             return
+        await self.serve(target, scope, receive, send, path=(matched["path"] or b"/").decode("latin-1"))
+
+    async def serve(self, target: Target, scope: Scope, receive: Receive, send: Send, *, path: str) -> None:
+        """Forward a request whose caller may call `target`: wake it if need be, count it."""
         endpoint = await endpoint_of(target)
         if isinstance(endpoint, Refusal):
             await send_json_error(send, endpoint.status, endpoint.message, [(b"retry-after", str(endpoint.retry_after).encode())])
@@ -111,7 +116,7 @@ class DeploymentGateway:
         activity_started(deployment_id=target.deployment_id)
         try:
             await self.core.forward(
-                scope, receive, send, upstream=endpoint, path=(matched["path"] or b"/").decode("latin-1"),
+                scope, receive, send, upstream=endpoint, path=path,
                 max_body_bytes=target.max_body_bytes, on_finish=lambda result: self.on_finish(target.deployment_id, result),
             )
         finally:
@@ -131,6 +136,88 @@ async def endpoint_of(target: Target) -> str | Refusal:
     if isinstance(awake, WakeFailed):
         return Refusal(503, f"deployment {target.handle} cannot answer: {awake.reason}", awake.retry_after)
     return awake.endpoint
+
+
+@dataclass(frozen=True)
+class CallAnswer:
+    status: int
+    content_type: str
+    body: bytes
+    # The answer grew past the caller's limit: `body` holds only its beginning.
+    too_large: bool = False
+
+
+def target_for(deployment: Deployment) -> Target:
+    """The gateway's view of a deployment the caller has already been allowed to call."""
+    serve = deployment.version.manifest.get("serve") or {}
+    return Target(deployment_id=deployment.pk, handle=deployment.handle, seen_state=deployment.state,
+                  going_to_sleep=deployment.sleep_started_at is not None, endpoint=deployment.endpoint,
+                  max_body_bytes=_body_limit(serve.get("max_body_bytes")))
+
+
+async def deployment_call(*, target: Target, method: str, path: str, query: str = "", body: bytes = b"",
+                          content_type: str = "", host: str = "hub", max_answer_bytes: int, timeout: float) -> CallAnswer:
+    """One request from the hub itself to a deployment, through the gateway's own path (a
+    sleeping deployment wakes, the request counts as usage), with no token: the caller has
+    checked who may call it. The answer is read up to `max_answer_bytes`; past that, and
+    past `timeout` seconds (a wake included), the request is abandoned."""
+    gateway = DeploymentGateway.from_settings()
+    collected = _Collected(body, max_answer_bytes)
+    headers = [(b"host", host.encode("ascii", "replace")), (b"content-length", str(len(body)).encode())]
+    if content_type:
+        headers.append((b"content-type", content_type.encode()))
+    scope = {"type": "http", "method": method, "scheme": "http", "path": path, "raw_path": path.encode(),
+             "query_string": query.encode(), "headers": headers, "client": ("127.0.0.1", 0)}
+    try:
+        async with asyncio.timeout(timeout):
+            await gateway.serve(target, scope, collected.receive, collected.send, path=path)
+    except TimeoutError:
+        message = f"deployment {target.handle} did not answer within {timeout:g} s"
+        return CallAnswer(status=504, content_type="application/json", body=_error_body(504, message))
+    finally:
+        await gateway.aclose()
+    return collected.answer()
+
+
+class _Collected:
+    """The ASGI client side of `deployment_call`: sends the body, keeps the answer, and
+    says it has left (as a browser that closes the tab) once the answer is too large."""
+
+    def __init__(self, body: bytes, limit: int):
+        self._body, self._limit = body, limit
+        self._sent_body = False
+        self._full = asyncio.Event()
+        self.status, self.content_type, self.chunks, self.size = 0, "", [], 0
+
+    async def receive(self) -> dict:
+        if not self._sent_body:
+            self._sent_body = True
+            return {"type": "http.request", "body": self._body, "more_body": False}
+        await self._full.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.content_type = next((value.decode("latin-1") for name, value in message["headers"]
+                                      if name.lower() == b"content-type"), "")
+            return
+        piece = message.get("body", b"")
+        if self._full.is_set() or not piece:
+            return
+        self.chunks.append(piece)
+        self.size += len(piece)
+        if self.size > self._limit:
+            self._full.set()
+
+    def answer(self) -> CallAnswer:
+        body = b"".join(self.chunks)
+        return CallAnswer(status=self.status, content_type=self.content_type, body=body[: self._limit],
+                          too_large=len(body) > self._limit)
+
+
+def _error_body(status: int, message: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": "server_error", "code": status}}).encode()
 
 
 def gateway_url(request, handle: str) -> str:

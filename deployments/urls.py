@@ -13,6 +13,7 @@ urlpatterns = [
     path("deployments/<str:handle>/stop/", views.deployment_stop_view, name="stop"),
     path("deployments/<str:handle>/restart/", views.deployment_restart_view, name="restart"),
     path("deployments/<str:handle>/delete/", views.deployment_delete_view, name="delete"),
+    path("deployments/<str:handle>/try/", views.deployment_try_view, name="try"),
     path("deployments/<str:handle>/tokens/", views.endpoint_token_create_view, name="token_create"),
     path("deployments/<str:handle>/tokens/<int:token_id>/revoke/", views.endpoint_token_revoke_view, name="token_revoke"),
     path("deployments/<str:handle>/tokens/<int:token_id>/rotate/", views.endpoint_token_rotate_view, name="token_rotate"),

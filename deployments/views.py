@@ -5,6 +5,7 @@ import hashlib
 from dataclasses import dataclass
 from decimal import Decimal
 
+from csp.decorators import csp_update
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
@@ -22,7 +23,7 @@ from templates_catalog.specs import manifest_of, resources_of
 
 from .endpoint_tokens import endpoint_token_create, endpoint_token_revoke, endpoint_token_rotate
 from .examples import TOKEN_VARIABLE, endpoint_examples
-from .forms import DeployForm, EndpointTokenForm
+from .forms import DeployForm, EndpointTokenForm, TryForm
 from .gateway import gateway_url
 from .models import Deployment
 from .selectors import (
@@ -37,6 +38,7 @@ from .selectors import (
 )
 from .services import DeploymentRejected, deployment_create, deployment_delete, deployment_restart, deployment_stop
 from .transitions import TransitionRefused
+from .try_it import TryResult, deployment_try, try_spec_of
 
 State = Deployment.State
 LOG_TAIL_LINES = 200
@@ -151,16 +153,25 @@ def _node_preview(manifest) -> NodePreview:
 # --- one deployment ----------------------------------------------------------------
 
 
+# A "Try it" answer may be an image, which the page shows as a data: URL (of an image type only).
+TRY_IT_CSP = {"img-src": ["data:"]}
+
+
 @login_required
 @require_GET
+@csp_update(TRY_IT_CSP)
 def deployment_page(request: HttpRequest, handle: str) -> HttpResponse:
     deployment = _own(request, handle)
     return _deployment_page(request, deployment, EndpointTokenForm(), status=200)
 
 
-def _deployment_page(request: HttpRequest, deployment: Deployment, token_form: EndpointTokenForm, *, status: int) -> HttpResponse:
+def _deployment_page(request: HttpRequest, deployment: Deployment, token_form: EndpointTokenForm, *, status: int,
+                     try_form: TryForm | None = None, try_result: TryResult | None = None) -> HttpResponse:
     created = _created_once(request, deployment)
+    spec = try_spec_of(deployment)
     context = {
+        "try_form": try_form or (TryForm(spec) if spec else None),
+        "try_result": try_result,
         "deployment": deployment,
         "template": deployment.version.template,
         "version": deployment.version,
@@ -208,6 +219,26 @@ def deployment_logs(request: HttpRequest, handle: str) -> HttpResponse:
     if context["log_polled"] and request.GET.get("since") == context["log_digest"]:
         return HttpResponse(status=204)
     return render(request, "deployments/_logs.html", {"deployment": deployment, **context})
+
+
+@login_required
+@require_POST
+@csp_update(TRY_IT_CSP)
+def deployment_try_view(request: HttpRequest, handle: str) -> HttpResponse:
+    """The "Try it" form: htmx swaps in the panel with the answer; without JavaScript, the page."""
+    deployment = _own(request, handle)
+    spec = try_spec_of(deployment)
+    if spec is None:
+        raise Http404("This template has no Try it form.")
+    form = TryForm(spec, request.POST)
+    result = None
+    if form.is_valid():
+        result = deployment_try(deployment=deployment, spec=spec, values=form.values(), host=request.get_host())
+    if request.headers.get("HX-Request") == "true":
+        # 200 even for a bad field: htmx swaps in only 2xx answers, and the form shows the error.
+        return render(request, "deployments/_try.html", {"deployment": deployment, "try_form": form, "try_result": result})
+    status = 200 if form.is_valid() else 400
+    return _deployment_page(request, deployment, EndpointTokenForm(), status=status, try_form=form, try_result=result)
 
 
 def _own(request: HttpRequest, handle: str) -> Deployment:

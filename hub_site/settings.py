@@ -240,6 +240,10 @@ GATEWAY_READ_TIMEOUT_SECONDS = env_int("GATEWAY_READ_TIMEOUT_SECONDS", 300, mini
 GATEWAY_MAX_CONNECTIONS = env_int("GATEWAY_MAX_CONNECTIONS", 1000, minimum=1)
 # How long the gateway holds a request while its deployment wakes (or comes up) before a 503.
 GATEWAY_WAKE_HOLD_SECONDS = env_int("GATEWAY_WAKE_HOLD_SECONDS", 120, minimum=1)
+# The "Try it" form on a deployment's page: seconds it waits for the answer, a wake included,
+# and the largest answer it shows (bigger ones: call the endpoint with a token).
+TRY_IT_TIMEOUT_SECONDS = env_int("TRY_IT_TIMEOUT_SECONDS", 120, minimum=1)
+TRY_IT_MAX_ANSWER_BYTES = env_int("TRY_IT_MAX_ANSWER_BYTES", 2 * 1024 * 1024, minimum=1024)
 
 # Celery: a broker that needs no server by default (kombu's filesystem transport),
 # Redis or RabbitMQ in production through CELERY_BROKER_URL.

@@ -22,18 +22,43 @@ _ALLOWED_ATTRIBUTES = {
 }
 
 
-def readme_to_html(markdown_text: str) -> str:
+# A picture a page may show inline: an image type a browser draws in an <img> without running
+# anything (an SVG in an <img> runs no script and loads nothing), base64, nothing else.
+DATA_IMAGE_URL = re.compile(r"^data:image/(?:png|jpeg|gif|webp|svg\+xml);base64,[A-Za-z0-9+/]+={0,2}\Z")
+
+
+def _markdown_with_data_images() -> MarkdownIt:
+    # markdown-it's own link check drops SVG data URLs (a chart); nh3 below is what decides.
+    parser = MarkdownIt("commonmark", {"html": True, "linkify": False}).enable("table").enable("strikethrough")
+    default_check = parser.validateLink
+    parser.validateLink = lambda url: bool(DATA_IMAGE_URL.match(url)) or default_check(url)
+    return parser
+
+
+_markdown_data_images = _markdown_with_data_images()
+
+
+def readme_to_html(markdown_text: str, *, data_images: bool = False) -> str:
     """Render, then sanitise with nh3 (ammonia): scripts, styles, event handlers and
-    `javascript:`/`data:` URLs are removed whatever the markdown tried."""
-    rendered = _markdown.render(markdown_text)
+    `javascript:`/`data:` URLs are removed whatever the markdown tried. With `data_images`
+    (an endpoint's answer, which has nowhere else to keep its chart), an `<img>` may also
+    show a base64 `data:` URL of an image type; every other `data:` URL is still removed."""
+    rendered = (_markdown_data_images if data_images else _markdown).render(markdown_text)
     return nh3.clean(
         rendered,
         tags=_ALLOWED_TAGS,
         attributes=_ALLOWED_ATTRIBUTES,
-        url_schemes={"http", "https", "mailto"},
+        url_schemes={"http", "https", "mailto", "data"} if data_images else {"http", "https", "mailto"},
+        attribute_filter=_only_image_data_urls if data_images else None,
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
     )
+
+
+def _only_image_data_urls(tag: str, attribute: str, value: str) -> str | None:
+    if not value.lstrip().lower().startswith("data:"):
+        return value
+    return value if tag == "img" and attribute == "src" and DATA_IMAGE_URL.match(value) else None
 
 
 _FIRST_HEADING = re.compile(r"<h([1-6])>(.*?)</h\1>\s*", re.DOTALL)

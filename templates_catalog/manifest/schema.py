@@ -145,6 +145,56 @@ class Runtime(_Strict):
         return self
 
 
+class TryShow(StrEnum):
+    MARKDOWN = "markdown"
+    JSON = "json"
+    TEXT = "text"
+    IMAGE = "image"
+
+
+# A path under the deployment's endpoint, never a place of its own: no scheme, host, `//`,
+# query string, percent-escape, `.` or `..` segment can be written.
+TryPath = _pattern(
+    r"^/(?:[A-Za-z0-9_-][A-Za-z0-9_.-]*(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*)?$",
+    "a path under the deployment's endpoint that starts with `/`, e.g. `/v1/embeddings` "
+    "(no scheme or host, no `..`, no query string)",
+    max_length=200,
+)
+AnswerField = _pattern(
+    r"^[A-Za-z_][A-Za-z0-9_-]{0,63}(?:\.(?:[A-Za-z_][A-Za-z0-9_-]{0,63}|[0-9]{1,4}))*$",
+    "a dotted path into the JSON answer, keys and list positions, e.g. `markdown` or `choices.0.text`",
+    max_length=200,
+)
+
+
+class TryAnswer(_Strict):
+    show: TryShow = Field(
+        TryShow.JSON,
+        description="How the answer is shown: `markdown` (sanitised like a README), `json` (pretty-printed), `text`, "
+        "or `image` (a `data:image/...;base64,` URL, or an answer whose Content-Type is an image).",
+    )
+    field: AnswerField | None = Field(None, description="The part of the JSON answer to show; unset: all of it.")
+
+
+class TryIt(_Strict):
+    """The form the deployment's page shows: its fields are sent to `path`, as a JSON object
+    keyed by the input names (POST) or as the query string (GET), and the answer is shown."""
+
+    path: TryPath
+    method: Literal["GET", "POST"] = "POST"
+    inputs: list["Input"] = Field(default_factory=list, max_length=20)
+    answer: TryAnswer = Field(default_factory=TryAnswer)
+
+    @model_validator(mode="after")
+    def _sendable(self) -> "TryIt":
+        files = [item.name for item in self.inputs if item.type is InputType.FILE]
+        if files:
+            raise ValueError(f"`inputs` {', '.join(files)} is a `file` input, which the Try it form cannot send: "
+                             "make it `text` or `string`, or remove it")
+        _require_unique("inputs", [item.name for item in self.inputs])
+        return self
+
+
 class Batching(_Strict):
     max_batch_size: int = Field(1, ge=1, le=1024)
     max_wait_ms: int = Field(0, ge=0, le=1000)
@@ -163,6 +213,13 @@ class Serve(_Strict):
         description="The largest request body the harness accepts, in bytes (1 KiB to 1 GiB); larger ones get 413. "
         "Unset: the harness's default, 1 MiB.",
     )
+    try_: TryIt | None = Field(
+        None,
+        alias="try",
+        description="A form on the deployment's page that calls the endpoint and shows the answer (optional).",
+    )
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class Storage(_Strict):
@@ -322,3 +379,8 @@ def _require_unique(field: str, values: list[str], what: str = "names") -> None:
     duplicates = sorted({value for value in values if values.count(value) > 1})
     if duplicates:
         raise ValueError(f"`{field}` repeats {what}: {', '.join(duplicates)}; each must appear once")
+
+
+TryIt.model_rebuild()
+Serve.model_rebuild()
+Manifest.model_rebuild()

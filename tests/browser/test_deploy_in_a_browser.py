@@ -105,6 +105,17 @@ def test_a_new_user_deploys_minilm_and_calls_its_endpoint(live_server, hub, work
         vectors = _embed(_runner(flow_settings).status(handle).endpoint, ["a new user deploys MiniLM", "and calls it"])
         assert len(vectors) == 2 and all(len(vector) == 384 for vector in vectors)
         assert all(isinstance(value, float) for value in vectors[0])
+
+        # The Try it form (the fixture's `serve.try`): a sentence in, its vector shown, through the
+        # hub's gateway with no token in the page; htmx swaps the answer in without a reload.
+        page.get_by_label("Sentence").fill("a new user tries MiniLM")
+        page.get_by_role("button", name="Send").click()
+        shown = page.locator("#try-answer pre.try-text")
+        shown.wait_for(timeout=120_000)
+        tried = json.loads(shown.inner_text())
+        (direct,) = _embed(_runner(flow_settings).status(handle).endpoint, ["a new user tries MiniLM"])
+        assert len(tried) == 384 and tried == pytest.approx(direct, abs=1e-6)
+        assert page.evaluate("window.loadedOnce") is True
     finally:
         page.close()
         if handle:

@@ -141,6 +141,35 @@ BAD_MANIFESTS = [
     ({"serve": {"handler": "h:M", "max_body_bytes": 1024**3 + 1}}, "serve.max_body_bytes", "less than or equal to 1073741824"),
     ({"serve": {"handler": "h:M", "max_body_bytes": "1MB"}}, "serve.max_body_bytes", "valid integer"),
     ({"serve": {"handler": "h:M", "max_body_bytes": 1.5}}, "serve.max_body_bytes", "valid integer"),
+    # serve.try: a path under the endpoint, never a place of its own.
+    *[
+        ({"serve": {"handler": "h:M", "try": {"path": path}}}, "serve.try.path", "a path under the deployment's endpoint")
+        for path in [
+            "http://evil.example/x", "https://evil.example", "//evil.example/x", "javascript:alert(1)", "file:///etc/passwd",
+            "v1/embeddings", "/v1/../admin", "/..", "/v1/./x", "/v1//x", "/v1/%2e%2e/admin", "/v1?x=1", "/v1#x",
+            "/v1\nHost: evil", "/v1\r\n", "/v1\x00", "/v1 x", "/v1\u202e", "\\evil\\x", "",
+        ]
+    ],
+    ({"serve": {"handler": "h:M", "try": {"path": "/" + "a" * 200}}}, "serve.try.path", "at most 200 characters"),
+    ({"serve": {"handler": "h:M", "try": {}}}, "serve.try.path", "is required"),
+    ({"serve": {"handler": "h:M", "try": {"path": "/x", "method": "DELETE"}}}, "serve.try.method", "use 'GET' or 'POST'"),
+    ({"serve": {"handler": "h:M", "try": {"path": "/x", "answer": {"show": "html"}}}}, "serve.try.answer.show",
+     "use 'markdown', 'json', 'text' or 'image'"),
+    ({"serve": {"handler": "h:M", "try": {"path": "/x", "answer": {"field": "a..b"}}}}, "serve.try.answer.field",
+     "a dotted path into the JSON answer"),
+    ({"serve": {"handler": "h:M", "try": {"path": "/x", "answer": {"field": "__class__.x\ny"}}}}, "serve.try.answer.field",
+     "a dotted path"),
+    ({"serve": {"handler": "h:M", "try": {"path": "/x", "inputs": [{"name": "f", "label": "F", "type": "file"}]}}}, "serve.try",
+     "`file` input, which the Try it form cannot send: make it `text` or `string`"),
+    ({"serve": {"handler": "h:M", "try": {"path": "/x", "inputs": [{"name": "q", "label": "Q"}, {"name": "q", "label": "R"}]}}},
+     "serve.try", "`inputs` repeats names: q"),
+    ({"serve": {"handler": "h:M", "try": {"path": "/x", "inputs": [{"name": "Q", "label": "Q"}]}}}, "serve.try.inputs.0.name",
+     "lowercase identifier"),
+    ({"serve": {"handler": "h:M", "try": {"path": "/x", "inputs": [{"name": "q", "label": "Q\u202e"}]}}}, "serve.try.inputs.0.label",
+     "one line of text"),
+    ({"serve": {"handler": "h:M", "try": {"path": "/x", "url": "http://evil"}}}, "serve.try.url", "is not a known field"),
+    ({"serve": {"handler": "h:M", "try": {"path": "/x", "inputs": [{"name": f"q{i}", "label": "Q"} for i in range(21)]}}},
+     "serve.try.inputs", "at most 20 items"),
 ]
 
 
@@ -166,6 +195,28 @@ def test_it_accepts_a_complete_manifest():
     )
     assert manifest.needs_gpu
     assert manifest.requires[0].env_var == "VECTOR_STORE_URL"
+
+
+def test_it_accepts_a_try_it_form_and_keeps_it_through_storage():
+    try_it = {
+        "path": "/v1/report", "inputs": [{"name": "ticker", "label": "Ticker", "default": "MSFT"}],
+        "answer": {"show": "markdown", "field": "markdown"},
+    }
+    manifest = manifest_from_data(manifest_data(serve={"handler": "h:M", "try": try_it}))
+
+    spec = manifest.serve.try_
+    assert (spec.path, spec.method, spec.answer.show, spec.answer.field) == ("/v1/report", "POST", "markdown", "markdown")
+    assert [item.name for item in spec.inputs] == ["ticker"]
+    # Stored as JSON by its alias, and read back the same (templates_catalog.specs.manifest_of).
+    stored = manifest.model_dump(mode="json", by_alias=True)
+    assert stored["serve"]["try"]["path"] == "/v1/report"
+    assert manifest_from_data(stored) == manifest
+
+
+def test_a_try_it_form_is_optional_and_shows_json_by_default():
+    assert manifest_from_data(manifest_data()).serve.try_ is None
+    spec = manifest_from_data(manifest_data(serve={"handler": "h:M", "try": {"path": "/"}})).serve.try_
+    assert (spec.method, spec.answer.show, spec.answer.field, spec.inputs) == ("POST", "json", None, [])
 
 
 def test_it_accepts_storage_a_build_command_and_a_body_limit():

@@ -1,16 +1,25 @@
+import io
+import shutil
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
+import yaml
 
 from deployments import transitions
 from deployments.flow import deployment_advance
 from deployments.models import Deployment, Node
 from templates_catalog import builds
+from templates_catalog.bundles import bundle_pack
 from templates_catalog.models import Build
+from templates_catalog.services import template_version_publish
 
 from . import fakes
 
 FAKE_RUNNER = "tests.deployments.fakes.FakeRunner"
+ROOT = Path(__file__).resolve().parents[2]
+TEXT_GENERATOR = ROOT / "fixtures" / "templates" / "text-generator"
+TRAINING_STEPS = "40"
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +38,16 @@ def deploy_settings(settings):
     builds.build_backend.cache_clear()
     yield settings
     builds.build_backend.cache_clear()
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    """The gateway's usage counts, written only when the test flushes them (no flusher thread)."""
+    from deployments import activity
+
+    kept = activity.ActivityRecorder(flush_seconds=None)
+    monkeypatch.setattr(activity, "RECORDER", kept)
+    return kept
 
 
 @pytest.fixture
@@ -54,6 +73,21 @@ def version(publish):
         name="embedder", resources={"cpu": 2, "memory_gb": 4},
         inputs=[{"name": "normalize", "label": "Normalise", "type": "boolean", "default": True}],
     )
+
+
+@pytest.fixture
+def text_generator(deploy_settings, publisher, tmp_path):
+    """The text generator fixture, published, with a shorter training: a venv build of it for
+    the process runner is kept under the hub's var/venvs by its cache key."""
+    deploy_settings.WHEELHOUSE_DIR = ROOT / "var" / "test-wheelhouse"
+    deploy_settings.DEPLOY_READY_TIMEOUT_SECONDS = 300
+    folder = tmp_path / "text-generator"
+    shutil.copytree(TEXT_GENERATOR, folder)
+    manifest = yaml.safe_load((folder / "hub.yaml").read_text())
+    command = manifest["runtime"]["build_command"]
+    command[command.index("--steps") + 1] = TRAINING_STEPS
+    (folder / "hub.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return template_version_publish(publisher=publisher, bundle=io.BytesIO(bundle_pack(folder))).version
 
 
 def finish_build(deployment: Deployment, *, error: str = "") -> None:

@@ -7,45 +7,23 @@ The process runner, not Docker: its image build installs torch and trains in the
 var/venvs by its cache key. The bundle is the fixture with a shorter training (the text's
 quality is not under test here, its arrival is)."""
 
-import io
 import json
-import shutil
 import time
-from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from deployments.endpoint_tokens import endpoint_token_create
 from deployments.flow import deployment_advance
 from deployments.models import Deployment
 from deployments.nodes import node_add
 from deployments.services import deployment_create, deployment_delete
-from templates_catalog.bundles import bundle_pack
-from templates_catalog.services import template_version_publish
 from tests.gateway.conftest import hub_server
 
 from .conftest import drive_for_real
 
 State = Deployment.State
-ROOT = Path(__file__).resolve().parents[2]
-TEXT_GENERATOR = ROOT / "fixtures" / "templates" / "text-generator"
-TRAINING_STEPS = "40"
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def text_generator(deploy_settings, publisher, tmp_path):
-    deploy_settings.WHEELHOUSE_DIR = ROOT / "var" / "test-wheelhouse"
-    deploy_settings.DEPLOY_READY_TIMEOUT_SECONDS = 300
-    folder = tmp_path / "text-generator"
-    shutil.copytree(TEXT_GENERATOR, folder)
-    manifest = yaml.safe_load((folder / "hub.yaml").read_text())
-    command = manifest["runtime"]["build_command"]
-    command[command.index("--steps") + 1] = TRAINING_STEPS
-    (folder / "hub.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
-    return template_version_publish(publisher=publisher, bundle=io.BytesIO(bundle_pack(folder))).version
 
 
 def test_a_streamed_completion_arrives_chunk_by_chunk_through_the_gateway(text_generator, user_factory, tmp_path):

@@ -30,6 +30,16 @@ def served(app, *, lifespan: str = "off"):
         thread.join(timeout=15)
 
 
+async def read_body(receive) -> bytes:
+    """An ASGI request's whole body."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
+
 class RecordingUpstream:
     """An endpoint that remembers every request it got (method, path, query, headers, body)
     and answers with them as JSON; `/stream` sends five chunks 0.3 s apart; `/forever` sends
@@ -45,12 +55,7 @@ class RecordingUpstream:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         seen = {
             "method": scope["method"], "path": scope["path"], "query": scope["query_string"].decode(),
             "headers": [[name.decode(), value.decode()] for name, value in scope["headers"]], "body": body.decode("latin-1"),
