@@ -240,6 +240,10 @@ GATEWAY_READ_TIMEOUT_SECONDS = env_int("GATEWAY_READ_TIMEOUT_SECONDS", 300, mini
 GATEWAY_MAX_CONNECTIONS = env_int("GATEWAY_MAX_CONNECTIONS", 1000, minimum=1)
 # How long the gateway holds a request while its deployment wakes (or comes up) before a 503.
 GATEWAY_WAKE_HOLD_SECONDS = env_int("GATEWAY_WAKE_HOLD_SECONDS", 120, minimum=1)
+# The hub as the endpoints themselves reach it: an app calls what it requires through the
+# gateway at <this>/d/<handle>/. Local processes reach the hub on loopback; containers on
+# the default bridge reach the host as host.docker.internal (the Docker runner maps it).
+GATEWAY_INTERNAL_URL = env_str("GATEWAY_INTERNAL_URL", "http://127.0.0.1:8000").rstrip("/")
 
 # Celery: a broker that needs no server by default (kombu's filesystem transport),
 # Redis or RabbitMQ in production through CELERY_BROKER_URL.
