@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from templates_catalog.access import may_manage_deployment
 
-from .models import Deployment, EndpointToken
+from .models import Deployment, DeploymentEdge, EndpointToken
 from .services import DeploymentConflict, DeploymentNotFound, DeploymentRejected
 
 # Tells endpoint tokens apart from the hub's API tokens (`hub_…`) in a config file or a leak scan.
@@ -69,6 +69,19 @@ def endpoint_token_rotate(*, token: EndpointToken, rotated_by: AbstractBaseUser)
         current.revoked_at = timezone.now()
         current.save(update_fields=["revoked_at"])
         return _mint(deployment=token.deployment, name=current.name, expires_at=current.expires_at)
+
+
+def endpoint_token_mint_for_edge(*, edge: DeploymentEdge, dependant: Deployment) -> str:
+    """A fresh token for `edge.dependant` to call `edge.requirement`, made at each launch of
+    the dependant (the secret lives only in that run's environment); the token its previous
+    launch had is revoked in the same transaction. Returns the secret."""
+    with transaction.atomic():
+        if edge.token_id is not None:
+            EndpointToken.objects.filter(pk=edge.token_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+        created = _mint(deployment=edge.requirement, name=f"{dependant.handle} as {edge.alias}"[:64], expires_at=None)
+        DeploymentEdge.objects.filter(pk=edge.pk).update(token=created.token)
+        edge.token = created.token
+    return created.secret
 
 
 def _mint(*, deployment: Deployment, name: str, expires_at: datetime | None) -> CreatedEndpointToken:

@@ -22,9 +22,11 @@ from templates_catalog.builds import build_request
 from templates_catalog.models import Build
 from templates_catalog.specs import manifest_of, resources_of
 
+from .graphs import requirements_waiting
 from .models import Deployment, Node
 from .nodes import node_register_local
 from .selectors import node_capacities, schedulable_capacities
+from .services import graph_release
 from .specs import launch_spec_for
 from .transitions import TransitionRefused, deployment_count_restart, deployment_transition
 
@@ -36,6 +38,7 @@ FIRST_POLL_SECONDS = 0.1
 READY_REQUEST_TIMEOUT = 2.0
 LOG_TAIL_LINES = 20
 PLACEMENT_ATTEMPTS = 3
+REQUIREMENTS_POLL_SECONDS = 1.0
 
 
 def deployment_advance(*, deployment_id: int) -> float | None:
@@ -59,6 +62,12 @@ def deployment_advance(*, deployment_id: int) -> float | None:
 
 
 def _request_build(deployment: Deployment) -> float | None:
+    waiting, failed = requirements_waiting(deployment)
+    if failed:
+        return _fail(deployment, failed)
+    if waiting:
+        # Its requirements come up in their own flows; it starts when they all answer.
+        return _poll_after(deployment.created_at, longest=REQUIREMENTS_POLL_SECONDS)
     try:
         build = build_request(version=deployment.version, requested_by=deployment.owner)
     except BuildFailed as exc:
@@ -276,8 +285,12 @@ def _stop_quietly(runner: Runner, handle: str) -> None:
 
 
 def _fail(deployment: Deployment, reason: str) -> None:
+    """Fail it; what its graph started for it and nothing else uses is stopped."""
     try:
-        deployment_transition(deployment_id=deployment.pk, to=State.FAILED, expect=(deployment.state,), message=reason)
+        with transaction.atomic():
+            failed = deployment_transition(deployment_id=deployment.pk, to=State.FAILED, expect=(deployment.state,),
+                                           message=reason)
+            graph_release(deployment=failed)
     except TransitionRefused as exc:
         logger.info("not failing %s: %s", deployment.handle, exc)
     return None

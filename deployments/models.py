@@ -128,6 +128,12 @@ class Deployment(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     started_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # What `requires` resolved to when it was deployed (templates_catalog.resolution's
+    # Graph.as_lock: each part's template, version, digest and aliases); empty without requires.
+    lock = models.JSONField(default=dict, blank=True)
+    # Made by an app's deploy to serve its graph: stopped when no edge uses it any more.
+    # A deployment its owner made directly is never stopped for them.
+    graph_part = models.BooleanField(default=False)
     # Deleted deployments keep their row and event log; lists hide them.
     deleted_at = models.DateTimeField(null=True, blank=True)
     # Sleep when idle: seconds without a request before it sleeps (0: never).
@@ -192,6 +198,31 @@ class DeploymentEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.deployment_id}: {self.from_state or '∅'} → {self.to_state}"
+
+
+class DeploymentEdge(models.Model):
+    """`dependant` calls `requirement` through the gateway as `<ALIAS>_URL`, with the
+    endpoint token minted for this edge at its last launch. An edge holds its requirement
+    up: a graph part with no edge left is stopped (deployments.graphs)."""
+
+    dependant = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="requirement_edges")
+    requirement = models.ForeignKey(Deployment, on_delete=models.PROTECT, related_name="dependant_edges")
+    alias = models.CharField(max_length=32)
+    token = models.ForeignKey("EndpointToken", on_delete=models.SET_NULL, null=True, blank=True, related_name="+")
+    # Set when the dependant stopped, failed or was deleted: the edge no longer holds its
+    # requirement up (and its token is revoked). Kept for the record.
+    released_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["alias"]
+        constraints = [
+            models.UniqueConstraint(fields=["dependant", "alias"], name="deployment_edge_alias_unique"),
+            models.CheckConstraint(condition=~Q(dependant=models.F("requirement")), name="deployment_edge_not_to_itself"),
+        ]
+        indexes = [models.Index(fields=["requirement", "released_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.dependant_id} → {self.requirement_id} as {self.alias}"
 
 
 class EndpointToken(models.Model):

@@ -12,9 +12,11 @@ from runners.scheduler import NoNodeFits, place
 from templates_catalog.access import may_deploy
 from templates_catalog.manifest import Kind
 from templates_catalog.models import TemplateVersion
+from templates_catalog.resolution import Graph, Part, ResolutionRefused, graph_resolve
 from templates_catalog.specs import manifest_of, resources_of
 
-from .models import MAX_IDLE_TIMEOUT_SECONDS, Deployment, Node
+from .graphs import Plan, edges_release, graph_parts_open, graph_plan, live_edges, resource_fields
+from .models import MAX_IDLE_TIMEOUT_SECONDS, Deployment, DeploymentEdge, Node
 from .nodes import node_register_local
 from .selectors import node_capacities, schedulable_nodes
 from .specs import InputsInvalid, inputs_validate
@@ -75,18 +77,19 @@ def deployment_create(
     _refuse_yanked(version)
     if manifest.kind is Kind.JOB:
         raise DeploymentRejected(f"{manifest.name} is a job; jobs cannot be deployed as services yet")
-    resources = resources_of(manifest)
+    graph = _resolved(owner, version) if manifest.requires else None
     fields = dict(
         owner=owner, version=version, inputs=values, idempotency_key=idempotency_key or None,
-        gpus=resources.gpus, gpu_memory_gb=manifest.resources.gpu_memory_gb,
-        cpu=manifest.resources.cpu, memory_gb=manifest.resources.memory_gb, idle_timeout_seconds=idle_timeout,
+        idle_timeout_seconds=idle_timeout, lock=graph.as_lock() if graph else {}, **resource_fields(manifest),
     )
-    never = _why_it_can_never_fit(resources)
+    never = _why_it_can_never_fit(resources_of(manifest)) or (_why_a_part_can_never_fit(owner, graph) if graph else "")
     try:
         with transaction.atomic():
             deployment = deployment_open(**fields)
             if never:
                 deployment = deployment_transition(deployment_id=deployment.pk, to=State.FAILED, message=never)
+            elif graph:
+                graph_parts_open(root=deployment, graph=graph, idle_timeout_seconds=idle_timeout)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -94,6 +97,39 @@ def deployment_create(
         earlier = Deployment.objects.get(owner=owner, idempotency_key=idempotency_key)
         return DeployResult(_same_request(earlier, version, values), created=False)
     return DeployResult(deployment, created=True)
+
+
+def deployment_plan(*, owner: AbstractBaseUser, version: TemplateVersion) -> Plan:
+    """What deploying `version` now would do, deploying nothing: each part of its graph
+    (itself alone when it requires nothing), the node it would go to or the deployment it
+    would reuse, its price, and the total per hour. Raises DeploymentRejected as a deploy
+    would for a version that cannot be deployed or a graph that cannot be resolved."""
+    if not may_deploy(owner, version):
+        raise DeploymentNotFound(f"no template version {version.template.name}@{version.version} that you may deploy")
+    _refuse_yanked(version)
+    if manifest_of(version).requires:
+        graph = _resolved(owner, version)
+    else:
+        name = version.template.name
+        graph = Graph(root=name, parts=(Part(template=name, version=version.version, version_id=version.pk,
+                                             digest=version.bundle_sha256),), edges=())
+    return graph_plan(owner=owner, graph=graph)
+
+
+def _resolved(owner: AbstractBaseUser, version: TemplateVersion) -> Graph:
+    try:
+        return graph_resolve(version, user=owner)
+    except ResolutionRefused as exc:
+        raise DeploymentRejected(f"its requirements cannot be resolved: {exc}", [("requires", str(exc))]) from None
+
+
+def _why_a_part_can_never_fit(owner: AbstractBaseUser, graph: Graph) -> str:
+    """Whether every part of the graph fits the nodes at all (not now: ever)."""
+    nodes = list(schedulable_nodes())
+    for part in graph_plan(owner=owner, graph=graph, nodes=node_capacities(nodes, totals=True)).parts:
+        if part.problem:
+            return f"this deployment can never start: its part {part.template} {part.version} {part.problem}"
+    return ""
 
 
 def _idle_timeout(requested: int | None) -> int:
@@ -133,12 +169,40 @@ def _why_it_can_never_fit(resources) -> str:
     return ""
 
 
-def deployment_stop(*, deployment: Deployment) -> Deployment:
-    """Stop it and free its node's capacity; its volume is kept. Stopping twice is fine."""
-    current = Deployment.objects.get(pk=deployment.pk)
-    if current.state in (State.STOPPING, State.STOPPED):
-        return current
-    return deployment_transition(deployment_id=deployment.pk, to=State.STOPPING, message="stop requested")
+def deployment_stop(*, deployment: Deployment, message: str = "stop requested") -> Deployment:
+    """Stop it and free its node's capacity; its volume is kept. Stopping twice is fine.
+    The parts of its graph that nothing else uses stop with it."""
+    with transaction.atomic():
+        current = Deployment.objects.get(pk=deployment.pk)
+        if current.state not in (State.STOPPING, State.STOPPED):
+            current = deployment_transition(deployment_id=deployment.pk, to=State.STOPPING, message=message)
+        graph_release(deployment=current)
+    return current
+
+
+def graph_release(*, deployment: Deployment, delete: bool = False) -> None:
+    """`deployment` no longer needs its requirements: release its edges, and stop (or, with
+    `delete`, delete) each graph part no edge holds any more, down the graph. A deployment
+    its owner made directly is left as it is.
+
+    Each requirement's row is locked before its edges are counted, in the order of their
+    keys: two apps released at once that share a part see each other's release, so the
+    last one stops it, and neither leaves it running nor stops it under the other."""
+    mine = DeploymentEdge.objects.filter(dependant_id=deployment.pk)
+    requirement_ids = sorted(set(mine.values_list("requirement_id", flat=True)))
+    if not requirement_ids:
+        return
+    with transaction.atomic():
+        requirements = list(Deployment.objects.select_for_update().filter(pk__in=requirement_ids).order_by("pk"))
+        edges_release(mine.filter(released_at__isnull=True))
+        held = set(live_edges().filter(requirement_id__in=requirement_ids).values_list("requirement_id", flat=True))
+        for requirement in requirements:
+            if not requirement.graph_part or requirement.pk in held:
+                continue
+            if delete:
+                deployment_delete(deployment=requirement, message=f"deleted with {deployment.handle}, the last that used it")
+            elif requirement.state not in (State.STOPPING, State.STOPPED):
+                deployment_stop(deployment=requirement, message=f"stopped with {deployment.handle}, the last that used it")
 
 
 def deployment_restart(*, deployment: Deployment) -> Deployment:
@@ -149,15 +213,21 @@ def deployment_restart(*, deployment: Deployment) -> Deployment:
     if current.deleted_at is not None:
         raise DeploymentNotFound(f"{current.handle} was deleted")
     _refuse_yanked(current.version)
+    if current.lock and not live_edges().filter(dependant_id=current.pk).exists():
+        raise DeploymentConflict(
+            f"{current.handle}'s requirements were let go when it stopped; deploy {current.version.template.name} again "
+            "to bring its whole graph up"
+        )
     return deployment_transition(
         deployment_id=current.pk, to=State.PENDING, expect=(State.STOPPED, State.FAILED), restarts=0,
         message="restart requested",
     )
 
 
-def deployment_delete(*, deployment: Deployment) -> Deployment:
+def deployment_delete(*, deployment: Deployment, message: str = "delete requested") -> Deployment:
     """Stop it and remove everything it had, its volume included. The row and its event
-    log stay (marked deleted) for the record."""
+    log stay (marked deleted) for the record. The parts of its graph that nothing else
+    uses are deleted with it."""
     with transaction.atomic():
         current = Deployment.objects.select_for_update().get(pk=deployment.pk)
         if current.deleted_at is None:
@@ -166,5 +236,8 @@ def deployment_delete(*, deployment: Deployment) -> Deployment:
             # Already stopped (or on its way): the flow removes what is left.
             deployment_id = current.pk
             transaction.on_commit(lambda: send_progress(deployment_id))
-            return Deployment.objects.get(pk=current.pk)
-        return deployment_transition(deployment_id=current.pk, to=State.STOPPING, message="delete requested")
+            current = Deployment.objects.get(pk=current.pk)
+        else:
+            current = deployment_transition(deployment_id=current.pk, to=State.STOPPING, message=message)
+        graph_release(deployment=current, delete=True)
+    return current

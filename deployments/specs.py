@@ -8,6 +8,7 @@ from templates_catalog.manifest import Manifest
 from templates_catalog.manifest.schema import Input, InputType
 from templates_catalog.specs import launch_spec_of, manifest_of
 
+from .graphs import graph_environment
 from .models import Deployment
 
 MAX_STRING_CHARS = 1000
@@ -22,10 +23,12 @@ class InputsInvalid(Exception):
 
 def launch_spec_for(deployment: Deployment) -> LaunchSpec:
     """The catalog's launch adapter, with what belongs to this deployment: its inputs as
-    `INPUT_<NAME>` (the harness reads those), its handle and its labels."""
+    `INPUT_<NAME>` (the harness reads those), its handle, its labels, and for each of its
+    requirements `<ALIAS>_URL` and `<ALIAS>_TOKEN` (a token minted for this launch)."""
     manifest = manifest_of(deployment.version)
     environment = {f"INPUT_{name.upper()}": _env_text(value) for name, value in deployment.inputs.items()}
     environment["HUB_DEPLOYMENT"] = deployment.handle
+    environment.update(graph_environment(deployment))
     return launch_spec_of(
         deployment.version,
         deployment=deployment.handle,

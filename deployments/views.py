@@ -25,6 +25,7 @@ from .endpoint_tokens import endpoint_token_create, endpoint_token_revoke, endpo
 from .examples import TOKEN_VARIABLE, endpoint_examples
 from .forms import DeployForm, EndpointTokenForm, TryForm
 from .gateway import gateway_url
+from .graphs import graph_of
 from .models import Deployment
 from .selectors import (
     deployment_events,
@@ -36,7 +37,14 @@ from .selectors import (
     node_capacities,
     schedulable_nodes,
 )
-from .services import DeploymentRejected, deployment_create, deployment_delete, deployment_restart, deployment_stop
+from .services import (
+    DeploymentRejected,
+    deployment_create,
+    deployment_delete,
+    deployment_plan,
+    deployment_restart,
+    deployment_stop,
+)
 from .transitions import TransitionRefused
 from .try_it import TryResult, deployment_try, try_spec_of
 
@@ -132,9 +140,20 @@ def _deploy_page(request: HttpRequest, version: TemplateVersion, form: DeployFor
         "resources": manifest.resources,
         "form": form,
         "preview": _node_preview(manifest) if not version.yanked else NodePreview(),
+        **(_graph_preview(request, version) if manifest.requires and not version.yanked else {}),
         "latest": latest if latest and not latest.yanked and latest.pk != version.pk else None,
     }
     return render(request, "deployments/deploy.html", context, status=status)
+
+
+def _graph_preview(request: HttpRequest, version: TemplateVersion) -> dict:
+    """The plan of an app's whole graph: each part, where it would run (or what it
+    reuses) and its price, or why the graph cannot be deployed."""
+    try:
+        plan = deployment_plan(owner=request.user, version=version)
+    except DeploymentRejected as exc:
+        return {"graph_problem": "; ".join(message for _, message in exc.errors)}
+    return {"plan": plan, "graph_problem": plan.problem}
 
 
 def _node_preview(manifest) -> NodePreview:
@@ -252,17 +271,24 @@ def _state_context(request: HttpRequest, deployment: Deployment) -> dict:
     events = list(deployment_events(deployment))
     last_event = events[-1].pk if events else 0
     usage = deployment_usage(deployment)
+    graph = graph_of(deployment) if deployment.lock else ()
     return {
         "events": events,
         "usage": usage,
+        "graph": graph,
         "gateway_url": gateway_url(request, deployment.handle),
         "state_polled": deployment.state in STATE_POLLED,
         "state_moving": deployment.state in Deployment.IN_FLIGHT,
         "state_poll_seconds": STATE_POLL_SECONDS_MOVING if deployment.state in Deployment.IN_FLIGHT else STATE_POLL_SECONDS_SETTLED,
         # The awake time is left out: it grows every second, and the page need not be redrawn for it alone.
         "state_digest": _digest(f"{deployment.state}|{deployment.updated_at.isoformat()}|{last_event}|"
-                                f"{usage.requests}|{usage.errors}|{deployment.wake_started_at}"),
+                                f"{usage.requests}|{usage.errors}|{deployment.wake_started_at}|{_graph_states(graph)}"),
     }
+
+
+def _graph_states(nodes) -> str:
+    """The parts' states, so the polled page redraws when one of them moves."""
+    return ",".join(f"{node.deployment.handle}:{node.deployment.state}:{_graph_states(node.children)}" for node in nodes)
 
 
 def _log_context(deployment: Deployment) -> dict:

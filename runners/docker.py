@@ -74,6 +74,9 @@ def container_options(spec: LaunchSpec, *, address: str, hub_id: str) -> dict:
         "pids_limit": PIDS_LIMIT,
         "privileged": False,
         "network_mode": "bridge",
+        # An app reaches what it requires through the hub's gateway (GATEWAY_INTERNAL_URL):
+        # `host-gateway` is the engine's name for the host, as Docker Desktop has it built in.
+        "extra_hosts": {"host.docker.internal": "host-gateway"},
         "ports": {f"{spec.port}/tcp": (address, None)} if spec.kind == "service" else {},
         "labels": {**spec.labels, LABEL_DEPLOYMENT: spec.deployment, LABEL_HUB: hub_id},
         "environment": environment,

@@ -239,6 +239,11 @@ class VersionRequirement(models.Model):
     def env_var(self) -> str:
         return f"{self.alias.upper()}_URL"
 
+    @property
+    def token_env_var(self) -> str:
+        """The endpoint token to send it as `Authorization: Bearer`, made for this edge at each launch."""
+        return f"{self.alias.upper()}_TOKEN"
+
 
 class ApiToken(models.Model):
     """An API token: a publisher's (read, publish) or a user's personal one (deploy).

@@ -15,6 +15,7 @@ from .specs import launch_spec_of, template_spec_of
 
 # Nothing answers here: a template that calls what it requires while starting fails its check.
 UNREACHABLE_URL = "http://127.0.0.1:9"
+UNREACHABLE_TOKEN = "hubep_none-at-build-time"
 
 
 @dataclass(frozen=True)
@@ -39,12 +40,21 @@ def build_verify(*, build: Build, outcome: BuildOutcome, log: Callable[[str], No
         version,
         deployment=f"verify-{build.pk}",
         image=outcome.image.reference,
-        environment={requirement.env_var: UNREACHABLE_URL for requirement in version.requirements.all()},
+        environment=_requirements_unreachable(version),
     )
     seconds = build_backend(build.backend_used).verify_starts(
         outcome.image.reference, launch=launch, timeout=settings.BUILD_VERIFY_TIMEOUT_SECONDS, log=log
     )
     return Verification(verified=True, ready_seconds=seconds)
+
+
+def _requirements_unreachable(version) -> dict[str, str]:
+    """What a deploy injects for each requirement (`<ALIAS>_URL`, `<ALIAS>_TOKEN`), pointing nowhere."""
+    environment = {}
+    for requirement in version.requirements.all():
+        environment[requirement.env_var] = UNREACHABLE_URL
+        environment[requirement.token_env_var] = UNREACHABLE_TOKEN
+    return environment
 
 
 def _earlier_verification(build: Build, cache_key: str) -> Build | None:

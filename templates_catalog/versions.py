@@ -26,6 +26,9 @@ def version_in_range(version: str, version_range: str) -> bool:
     if version_range.strip() == "*":
         return "-" not in version
     try:
-        return SpecifierSet(version_range).contains(Version(version), prereleases=None)
+        specifiers = SpecifierSet(version_range)
+        # Explicit: packaging 26 lets a pre-release into a range that names none when nothing
+        # else matches; a template's range takes pre-releases only when it names one.
+        return specifiers.contains(Version(version), prereleases=bool(specifiers.prereleases))
     except (InvalidSpecifier, InvalidVersion):
         return False

@@ -42,13 +42,17 @@ class DeploymentSerializer(serializers.ModelSerializer):
     endpoint = serializers.CharField(
         read_only=True, help_text="Where the hub itself reaches the running container; clients use `url`"
     )
+    lock = serializers.JSONField(
+        read_only=True, help_text="What its `requires` resolved to: `root`, and `parts` (template, version, digest, "
+                                  "requires by alias); empty for a template that requires nothing"
+    )
 
     class Meta:
         model = Deployment
         fields = [
             "id", "template", "version", "state", "reason", "url", "endpoint", "inputs", "node", "price_per_hour",
             "resources", "restarts", "created_at", "updated_at", "started_at", "stopped_at",
-            "idle_timeout_seconds", "waking", "last_wake_seconds", "last_request_at", "usage",
+            "idle_timeout_seconds", "waking", "last_wake_seconds", "last_request_at", "usage", "lock",
         ]
         read_only_fields = fields
 
@@ -75,6 +79,24 @@ class DeploymentCreateSerializer(serializers.Serializer):
         help_text="The same key again returns the same deployment (or send the Idempotency-Key header)",
         error_messages={"invalid": KEY_HINT},
     )
+    dry_run = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Deploy nothing: answer the plan (each part, its node or the deployment it reuses, its price, the total per hour)",
+    )
+
+
+class PlannedPartSerializer(serializers.Serializer):
+    template = serializers.CharField()
+    version = serializers.CharField()
+    reuses = serializers.CharField(help_text="The handle of your deployment it reuses; empty when it deploys a new one")
+    node = serializers.CharField()
+    price_per_hour = serializers.DecimalField(max_digits=9, decimal_places=4, allow_null=True)
+    problem = serializers.CharField(help_text="Why no node can take it now; empty when one can")
+
+
+class PlanSerializer(serializers.Serializer):
+    parts = PlannedPartSerializer(many=True, help_text="In deploy order: every part after what it requires, the template last")
+    total_per_hour = serializers.DecimalField(max_digits=12, decimal_places=4)
 
 
 class DeploymentEventSerializer(serializers.ModelSerializer):

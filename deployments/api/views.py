@@ -4,7 +4,7 @@ its input, asks a selector or calls one service."""
 import re
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, PolymorphicProxySerializer, extend_schema
 from rest_framework import exceptions, generics, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -21,6 +21,7 @@ from ..services import (
     DeploymentRejected,
     deployment_create,
     deployment_delete,
+    deployment_plan,
     deployment_restart,
     deployment_stop,
 )
@@ -36,6 +37,7 @@ from .serializers import (
     EndpointTokenCreatedSerializer,
     EndpointTokenCreateSerializer,
     EndpointTokenSerializer,
+    PlanSerializer,
 )
 
 LOG_LINES = 200
@@ -81,7 +83,11 @@ class DeploymentList(generics.ListAPIView):
                                      description="the same key again returns the same deployment")],
         responses={
             201: DeploymentSerializer,
-            200: OpenApiResponse(DeploymentSerializer, description="the same idempotency key was already used: that deployment"),
+            200: OpenApiResponse(
+                PolymorphicProxySerializer(component_name="DeploymentOrPlan", serializers=[DeploymentSerializer, PlanSerializer],
+                                           resource_type_field_name=None),
+                description="the same idempotency key was already used: that deployment; or, with `dry_run`, the plan",
+            ),
             **ERRORS,
         },
     )
@@ -95,6 +101,8 @@ class DeploymentList(generics.ListAPIView):
         if header is not None and not re.fullmatch(KEY_PATTERN, header):
             return _rejected(DeploymentRejected("the request is not valid", [("Idempotency-Key", KEY_HINT)]))
         key = data.get("idempotency_key") or header
+        if data["dry_run"]:
+            return self._plan(request, version)
         try:
             result = deployment_create(owner=request.user, version=version, inputs=data["inputs"], idempotency_key=key,
                                        idle_timeout_seconds=data.get("idle_timeout_seconds"))
@@ -102,6 +110,13 @@ class DeploymentList(generics.ListAPIView):
             return _rejected(exc)
         body = DeploymentSerializer(result.deployment, context={"request": self.request}).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else status.HTTP_200_OK)
+
+    def _plan(self, request: Request, version: TemplateVersion) -> Response:
+        try:
+            plan = deployment_plan(owner=request.user, version=version)
+        except DeploymentRejected as exc:
+            return _rejected(exc)
+        return Response(PlanSerializer(plan).data)
 
 
 def _deployable_version(request: Request, name: str, wanted: str | None) -> TemplateVersion:

@@ -169,3 +169,15 @@ class WakeWorker:
 
 # The build fixtures (echo template, wheelhouse settings) are shared with the build tests.
 from tests.builds.conftest import build_settings, docker_client, echo_template  # noqa: E402,F401
+
+
+@pytest.fixture
+def process_settings(build_settings, tmp_path):  # noqa: F811 (the fixture imported above)
+    """Venv builds and the process runner, each test's runs under its own VAR_DIR."""
+    from templates_catalog import builds
+
+    build_settings.BUILD_BACKEND = "venv"
+    build_settings.VAR_DIR = tmp_path / "var"
+    build_settings.DEPLOY_READY_TIMEOUT_SECONDS = 60
+    builds.build_backend.cache_clear()
+    return build_settings

@@ -6,8 +6,6 @@ import os
 import signal
 import urllib.request
 
-import pytest
-
 from deployments.flow import deployment_advance
 from deployments.models import Deployment
 from deployments.nodes import node_add
@@ -17,18 +15,6 @@ from deployments.services import deployment_create, deployment_delete
 from .conftest import drive_for_real
 
 State = Deployment.State
-
-
-@pytest.fixture
-def process_settings(build_settings, tmp_path):
-    from templates_catalog import builds
-
-    build_settings.BUILD_BACKEND = "venv"
-    build_settings.VAR_DIR = tmp_path / "var"
-    build_settings.DEPLOY_READY_TIMEOUT_SECONDS = 60
-    builds.build_backend.cache_clear()
-    return build_settings
-
 
 
 def test_a_venv_build_runs_through_the_process_runner_and_survives_a_kill(db, process_settings, echo_template, user_factory):

@@ -65,6 +65,7 @@ def test_the_options_harden_the_container_and_ask_for_the_gpus():
         "pids_limit": 1024,
         "privileged": False,
         "network_mode": "bridge",
+        "extra_hosts": {"host.docker.internal": "host-gateway"},
         "ports": {"8080/tcp": ("10.0.0.7", None)},
         "labels": {"io.aihub.template": "minilm", LABEL_DEPLOYMENT: "d-7k2m9x4q", LABEL_HUB: "hub-1"},
         "environment": {"INPUT_METRIC": "cosine", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",

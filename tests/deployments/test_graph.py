@@ -1,0 +1,369 @@
+"""Deploying an app deploys its whole graph: one deployment per part, dependencies first,
+each dependant wired to its requirements through the gateway with a token made for that
+edge; running parts are reused; a part that fails fails the graph; stopping or deleting
+an app lets go of what only it used."""
+
+import re
+import threading
+import time
+
+import pytest
+from django.db import connection
+from django.urls import reverse
+from django.utils import timezone
+
+from deployments.endpoint_tokens import token_digest
+from deployments.flow import deployment_advance
+from deployments.graphs import graph_of, graph_plan
+from deployments.models import Deployment, DeploymentEdge, EndpointToken
+from deployments.services import (
+    DeploymentConflict,
+    DeploymentRejected,
+    deployment_create,
+    deployment_delete,
+    deployment_restart,
+    deployment_stop,
+)
+from deployments.specs import launch_spec_for
+from templates_catalog.models import TemplateVersion
+from templates_catalog.resolution import graph_resolve
+from templates_catalog.services import template_version_yank
+
+from . import fakes
+from .conftest import finish_build
+
+State = Deployment.State
+SETTLED = (State.RUNNING, State.FAILED, State.STOPPED)
+
+
+@pytest.fixture
+def owner(user_factory):
+    return user_factory("dana")
+
+
+@pytest.fixture
+def app(publish):
+    """agent (app) → rag (workflow) → embedder, store (atomic): four parts, three edges."""
+    publish(name="embedder", version="1.0.0", tier="atomic", resources={"cpu": 1, "memory_gb": 2},
+            inputs=[{"name": "normalize", "label": "Normalise", "type": "boolean", "default": True}])
+    publish(name="store", version="1.0.0", tier="atomic", resources={"cpu": 1, "memory_gb": 2})
+    publish(name="rag", version="1.0.0", tier="workflow", resources={"cpu": 1, "memory_gb": 1}, requires=[
+        {"template": "embedder", "version": ">=1.0.0,<2.0.0", "alias": "embeddings"},
+        {"template": "store", "version": "*", "alias": "vector_store"},
+    ])
+    return publish(name="agent", version="1.0.0", tier="app", resources={"cpu": 1, "memory_gb": 1},
+                   requires=[{"template": "rag", "version": "~=1.0", "alias": "rag"}])
+
+
+def part(root: Deployment, template: str) -> Deployment:
+    """The deployment serving `template` in root's graph."""
+    handles = [root.pk]
+    while handles:
+        edges = DeploymentEdge.objects.filter(dependant_id__in=handles).select_related("requirement__version__template")
+        for edge in edges:
+            if edge.requirement.version.template.name == template:
+                return edge.requirement
+        handles = [edge.requirement_id for edge in edges]
+    raise AssertionError(f"no {template} in the graph of {root.handle}")
+
+
+def drive_all(*deployments: Deployment, steps: int = 300) -> list[Deployment]:
+    """Run every flow as the workers would, side by side, until each one settles."""
+    for _ in range(steps):
+        moving = [d for d in deployments if Deployment.objects.get(pk=d.pk).state not in SETTLED]
+        if not moving:
+            break
+        for deployment in moving:
+            deployment.refresh_from_db()
+            if deployment.state == State.BUILDING:
+                finish_build(deployment)
+            deployment_advance(deployment_id=deployment.pk)
+        time.sleep(0.01)
+    return [Deployment.objects.get(pk=d.pk) for d in deployments]
+
+
+def graph_deployments(root: Deployment) -> list[Deployment]:
+    return [root, *(part(root, name) for name in ("rag", "embedder", "store"))]
+
+
+def two_apps_sharing_their_parts(owner, app) -> tuple[Deployment, Deployment]:
+    first = deployment_create(owner=owner, version=app, inputs={}).deployment
+    drive_all(*graph_deployments(first))
+    second = deployment_create(owner=owner, version=app, inputs={}).deployment
+    drive_all(second)
+    return first, second
+
+
+def test_it_opens_one_deployment_per_part_and_stores_the_lock(owner, app, node_factory):
+    node_factory()
+    root = deployment_create(owner=owner, version=app, inputs={}).deployment
+
+    assert Deployment.objects.count() == 4
+    assert [p["template"] for p in root.lock["parts"]][-1] == "agent"
+    assert {p["template"]: p["version"] for p in root.lock["parts"]} == {"embedder": "1.0.0", "store": "1.0.0", "rag": "1.0.0", "agent": "1.0.0"}
+    edges = set(DeploymentEdge.objects.values_list("dependant__version__template__name", "requirement__version__template__name", "alias"))
+    assert edges == {("agent", "rag", "rag"), ("rag", "embedder", "embeddings"), ("rag", "store", "vector_store")}
+    assert not root.graph_part and part(root, "embedder").graph_part
+    assert part(root, "embedder").inputs == {"normalize": True}  # a part gets its defaults
+
+
+def test_a_dependant_stays_pending_until_its_requirements_run_then_calls_them_through_the_gateway(owner, app, node_factory, settings):
+    settings.GATEWAY_INTERNAL_URL = "http://hub.internal:8000"
+    node_factory()
+    root = deployment_create(owner=owner, version=app, inputs={}).deployment
+    rag, embedder, store = part(root, "rag"), part(root, "embedder"), part(root, "store")
+
+    assert deployment_advance(deployment_id=rag.pk) > 0
+    assert Deployment.objects.get(pk=rag.pk).state == State.PENDING and rag.build_id is None
+
+    drive_all(embedder, store)
+    assert Deployment.objects.get(pk=root.pk).state == State.PENDING  # rag is not up yet
+    root, rag = drive_all(root, rag)
+
+    assert (root.state, rag.state) == (State.RUNNING, State.RUNNING)
+    environment = fakes.ENGINES["fake://node-a"].runs[rag.handle].spec.environment
+    assert environment["EMBEDDINGS_URL"] == f"http://hub.internal:8000/d/{embedder.handle}"
+    assert environment["VECTOR_STORE_URL"] == f"http://hub.internal:8000/d/{store.handle}"
+    token = EndpointToken.objects.get(token_sha256=token_digest(environment["EMBEDDINGS_TOKEN"]))
+    assert token.deployment_id == embedder.pk and token.is_active
+    # The token opens the edge's requirement only.
+    assert token_digest(environment["EMBEDDINGS_TOKEN"]) != token_digest(environment["VECTOR_STORE_TOKEN"])
+    assert "RAG_URL" in fakes.ENGINES["fake://node-a"].runs[root.handle].spec.environment
+
+
+def test_a_relaunch_gets_a_fresh_token_and_the_old_one_stops_working(owner, app, node_factory):
+    node_factory()
+    root = deployment_create(owner=owner, version=app, inputs={}).deployment
+    drive_all(*graph_deployments(root))
+    first = fakes.ENGINES["fake://node-a"].runs[root.handle].spec.environment["RAG_TOKEN"]
+
+    # What the flow, a restart and the reconciler all launch with.
+    second = launch_spec_for(Deployment.objects.select_related("build").get(pk=root.pk)).environment["RAG_TOKEN"]
+
+    assert first != second
+    assert not EndpointToken.objects.get(token_sha256=token_digest(first)).is_active
+    assert EndpointToken.objects.get(token_sha256=token_digest(second)).is_active
+
+
+def test_a_second_app_reuses_the_running_parts(owner, app, node_factory):
+    node_factory()
+    first = deployment_create(owner=owner, version=app, inputs={}).deployment
+    drive_all(*graph_deployments(first))
+
+    second = deployment_create(owner=owner, version=app, inputs={}).deployment
+
+    assert Deployment.objects.count() == 5
+    assert part(second, "rag").pk == part(first, "rag").pk
+    (second,) = drive_all(second)
+    assert second.state == State.RUNNING
+
+
+def test_another_users_parts_are_never_reused(owner, user_factory, app, node_factory):
+    node_factory()
+    theirs = deployment_create(owner=user_factory("eve"), version=app, inputs={}).deployment
+    drive_all(*graph_deployments(theirs))
+
+    mine = deployment_create(owner=owner, version=app, inputs={}).deployment
+
+    assert Deployment.objects.count() == 8 and part(mine, "rag").owner_id == owner.pk
+
+
+def test_a_part_that_fails_fails_the_graph_with_its_reason_and_stops_what_was_started(owner, app, node_factory):
+    node_factory()
+    root = deployment_create(owner=owner, version=app, inputs={}).deployment
+    rag, embedder, store = part(root, "rag"), part(root, "embedder"), part(root, "store")
+    drive_all(store)
+    deployment_advance(deployment_id=embedder.pk)
+    embedder.refresh_from_db()
+    finish_build(embedder, error="no wheel for torch==9.9")
+    deployment_advance(deployment_id=embedder.pk)
+
+    root, rag = drive_all(root, rag)
+
+    # rag failed, then was stopped with the app it was started for; its reason stays.
+    assert rag.events.filter(to_state=State.FAILED).exists() and rag.state in (State.STOPPING, State.STOPPED)
+    assert rag.reason.startswith(f"its requirement embeddings (embedder 1.0.0, {embedder.handle}) failed: the build failed")
+    assert root.state == State.FAILED and "no wheel for torch==9.9" in root.reason and root.reason.startswith("its requirement rag")
+    store.refresh_from_db()
+    assert store.state == State.STOPPING  # started for this graph alone: stopped with it
+    assert not DeploymentEdge.objects.filter(released_at__isnull=True).exists()
+
+
+def test_an_unresolvable_graph_is_refused_before_anything_starts(owner, publish, app, node_factory):
+    node_factory()
+    newer = publish(name="rag", version="2.0.0", tier="workflow", requires=[{"template": "store", "version": "*", "alias": "vector_store"}])
+    strict = publish(name="agent", version="1.1.0", tier="app", requires=[{"template": "rag", "version": ">=2", "alias": "rag"}])
+    template_version_yank(version=newer, reason="wrong answers")
+
+    with pytest.raises(DeploymentRejected) as refused:
+        deployment_create(owner=owner, version=strict, inputs={})
+
+    assert refused.value.errors == [("requires", "agent → rag >=2 → none published; newest is 1.0.0")]
+    assert Deployment.objects.count() == 0
+
+
+def test_deleting_one_of_two_apps_leaves_the_shared_parts_and_the_last_takes_them(owner, app, node_factory):
+    node_factory()
+    first, second = two_apps_sharing_their_parts(owner, app)
+    parts = [part(first, name) for name in ("rag", "embedder", "store")]
+
+    deployment_delete(deployment=first)
+    assert {Deployment.objects.get(pk=p.pk).state for p in parts} == {State.RUNNING}
+
+    deployment_delete(deployment=second)
+    for shared in parts:
+        shared.refresh_from_db()
+        assert shared.state == State.STOPPING and shared.deleted_at is not None
+    drive_all(*parts, first, second)
+    assert set(fakes.ENGINES["fake://node-a"].runs) == set()  # every run removed, none left behind
+
+
+def test_stopping_an_app_stops_its_parts_and_it_restarts_only_by_a_new_deploy(owner, app, node_factory):
+    node_factory()
+    root = deployment_create(owner=owner, version=app, inputs={}).deployment
+    deployments = graph_deployments(root)
+    drive_all(*deployments)
+
+    deployment_stop(deployment=root)
+    states = [d.state for d in drive_all(*deployments)]
+
+    assert states == [State.STOPPED] * 4
+    assert all(d.deleted_at is None for d in drive_all(*deployments))
+    with pytest.raises(DeploymentConflict, match="deploy agent again"):
+        deployment_restart(deployment=root)
+
+
+def test_a_deployment_its_owner_made_directly_is_reused_and_never_stopped_for_them(owner, app, node_factory):
+    node_factory()
+    embedder_version = TemplateVersion.objects.get(template__name="embedder")
+    mine = deployment_create(owner=owner, version=embedder_version, inputs={}).deployment
+    drive_all(mine)
+
+    root = deployment_create(owner=owner, version=app, inputs={}).deployment
+    assert part(root, "embedder").pk == mine.pk
+    drive_all(*graph_deployments(root))
+    deployment_delete(deployment=root)
+
+    mine.refresh_from_db()
+    assert mine.state == State.RUNNING and mine.deleted_at is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_apps_deleted_at_once_stop_the_shared_part_exactly_once(owner, app, node_factory):
+    node_factory()
+    first, second = two_apps_sharing_their_parts(owner, app)
+    shared = part(first, "rag")
+    barrier = threading.Barrier(2)
+    errors = []
+
+    def delete(root):
+        try:
+            barrier.wait(timeout=10)
+            deployment_delete(deployment=root)
+        except Exception as exc:  # reported below: the test must see every failure
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=delete, args=(root,)) for root in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+
+    assert errors == []
+    shared.refresh_from_db()
+    assert shared.state == State.STOPPING and shared.deleted_at is not None
+    assert shared.events.filter(to_state=State.STOPPING).count() == 1
+
+
+def test_the_plan_places_parts_against_one_snapshot_and_prices_the_whole(owner, app, node_factory):
+    node_factory("small", price="1.00", cpus=2, memory_gb=4)
+    node_factory("large", price="3.00", cpus=8, memory_gb=32)
+
+    plan = graph_plan(owner=owner, graph=graph_resolve(app, user=owner))
+
+    # The cheap node takes the first parts until it is full; the rest go to the large one.
+    nodes = {p.template: p.node for p in plan.parts}
+    assert nodes == {"embedder": "small", "store": "small", "rag": "large", "agent": "large"}
+    assert plan.total_per_hour == sum(p.price_per_hour for p in plan.parts) and plan.problem == ""
+
+
+def test_the_live_graph_is_read_in_one_query_per_level(owner, app, node_factory, django_assert_num_queries):
+    node_factory()
+    root = deployment_create(owner=owner, version=app, inputs={}).deployment
+
+    with django_assert_num_queries(3):  # agent's edges, rag's edges, and the empty level below
+        tree = graph_of(root)
+
+    (rag,) = tree
+    assert rag.alias == "rag" and {child.alias for child in rag.children} == {"embeddings", "vector_store"}
+
+
+# --- pages and the API ---------------------------------------------------------------
+
+
+@pytest.fixture
+def signed_in(client, owner):
+    client.force_login(owner)
+    return client
+
+
+def test_the_deploy_page_shows_each_part_its_node_and_the_total_before_the_click(signed_in, owner, app, publish, node_factory):
+    node_factory("cheap", price="0.50")
+    store = TemplateVersion.objects.get(template__name="store")
+    running = deployment_create(owner=owner, version=store, inputs={}).deployment
+    drive_all(running)
+
+    page = signed_in.get(reverse("deployments:deploy", args=["agent"])).content.decode()
+
+    rows = re.findall(r'<tr class="plan-part" data-template="([a-z-]+)">(.*?)</tr>', page, re.DOTALL)
+    assert [name for name, _ in rows] == ["embedder", "store", "rag", "agent"]
+    assert f"reuses your running <code>{running.handle}</code>" in dict(rows)["store"]
+    assert "cheap" in dict(rows)["embedder"] and "0.50" in dict(rows)["embedder"]
+    assert re.search(r'class="plan-total">1.50<', page)  # three new parts at 0.50; the reused one costs nothing more
+    assert page.index("plan-total") < page.index(">Deploy</button>")
+
+
+def test_a_graph_that_cannot_be_resolved_is_explained_and_offers_no_button(signed_in, publish, app, node_factory):
+    node_factory()
+    publish(name="agent", version="1.1.0", tier="app", requires=[{"template": "rag", "version": "~=1.0", "alias": "rag"}])
+    TemplateVersion.objects.filter(template__name="rag").update(yanked=True, yanked_at=timezone.now())
+
+    page = signed_in.get(reverse("deployments:deploy_version", args=["agent", "1.1.0"])).content.decode()
+
+    assert "agent → rag ~=1.0 → every version of rag is yanked" in page
+    assert ">Deploy</button>" not in page
+
+
+def test_the_deployment_page_draws_the_graph_live_and_its_lock(signed_in, owner, app, node_factory, django_assert_max_num_queries):
+    node_factory()
+    root = deployment_create(owner=owner, version=app, inputs={}).deployment
+    url = reverse("deployments:state", args=[root.handle])
+    page = signed_in.get(reverse("deployments:detail", args=[root.handle])).content.decode()
+    digest = re.search(r"since=([0-9a-f]+)", page).group(1)
+
+    assert re.search(r'data-template="rag">.*?data-state="pending"', page, re.DOTALL)
+    assert re.search(r'data-template="embedder">.*?data-state="pending"', page, re.DOTALL)
+    assert f"sha256:{app.bundle_sha256[:12]}" in page
+    assert signed_in.get(url, {"since": digest}).status_code == 204
+
+    drive_all(part(root, "embedder"))  # only a part moved: the app's page must still redraw
+    with django_assert_max_num_queries(12):
+        fragment = signed_in.get(url, {"since": digest})
+    assert fragment.status_code == 200
+    assert re.search(r'data-template="embedder">.*?data-state="running"', fragment.content.decode(), re.DOTALL)
+
+
+def test_the_api_answers_the_plan_on_a_dry_run_and_the_lock_after_a_deploy(signed_in, owner, app, node_factory):
+    node_factory("cheap", price="0.25")
+
+    plan = signed_in.post("/api/v1/deployments/", {"template": "agent", "dry_run": True}, content_type="application/json")
+
+    assert plan.status_code == 200 and Deployment.objects.count() == 0
+    assert [p["template"] for p in plan.json()["parts"]] == ["embedder", "store", "rag", "agent"]
+    assert plan.json()["total_per_hour"] == "1.0000"
+
+    made = signed_in.post("/api/v1/deployments/", {"template": "agent"}, content_type="application/json")
+    assert made.status_code == 201
+    assert {p["template"] for p in made.json()["lock"]["parts"]} == {"embedder", "store", "rag", "agent"}
