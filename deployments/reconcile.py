@@ -12,7 +12,7 @@ from hub_site.backends import runner_for
 from runners.base import NodeUnreachable, Runner, RunnerError, RunPhase, RunState
 
 from .flow import how_it_died, restarts_used_up
-from .models import Deployment, Node
+from .models import Deployment, Job, Node
 from .specs import launch_spec_for
 from .transitions import TransitionRefused, deployment_transition
 
@@ -36,12 +36,14 @@ def deployments_reconcile() -> ReconcileReport:
     placed = Deployment.objects.filter(node__isnull=False, deleted_at__isnull=True).select_related("version", "build", "node")
     for deployment in placed:
         expected[deployment.node_id][deployment.handle] = deployment
+    # A job's run belongs to the job flow (deployments.jobs) while the job is in flight: not an orphan.
+    jobs = set(Job.objects.filter(state__in=Job.IN_FLIGHT).values_list("handle", flat=True))
     for node in Node.objects.order_by("pk"):
-        _reconcile_node(node, expected[node.pk], report)
+        _reconcile_node(node, expected[node.pk], report, jobs=jobs)
     return report
 
 
-def _reconcile_node(node: Node, expected: dict[str, Deployment], report: ReconcileReport) -> None:
+def _reconcile_node(node: Node, expected: dict[str, Deployment], report: ReconcileReport, *, jobs: set[str]) -> None:
     runner = runner_for(node)
     try:
         runs = {run.deployment: run for run in runner.list()}
@@ -49,7 +51,7 @@ def _reconcile_node(node: Node, expected: dict[str, Deployment], report: Reconci
         _node_lost(node, expected.values(), exc, report)
         return
     Node.objects.filter(pk=node.pk).update(last_heartbeat=timezone.now())
-    for handle in runs.keys() - expected.keys():
+    for handle in runs.keys() - expected.keys() - jobs:
         # An orphan: no deployment (or a deleted one, or one moved elsewhere) owns it here.
         _quietly(runner.remove, handle)
         report.removed.append(handle)
