@@ -251,3 +251,6 @@ class EndpointToken(models.Model):
     @property
     def is_active(self) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > timezone.now())
+
+
+from .job_models import Job, JobArtifact, JobEvent  # noqa: E402,F401  (jobs live in their own module)

@@ -12,7 +12,7 @@ from hub_site.backends import runner_for
 from runners.base import NodeLost, NodeUnreachable, Runner, RunnerError, RunPhase, RunState
 
 from .flow import how_it_died, restarts_used_up
-from .models import Deployment, Node
+from .models import Deployment, Job, Node
 from .specs import launch_spec_for
 from .transitions import TransitionRefused, deployment_transition
 
@@ -43,8 +43,10 @@ def deployments_reconcile() -> ReconcileReport:
         _node_lost(node, expected[node.pk].values(), exc, report)
     if answered:
         Node.objects.filter(pk__in=[node.pk for node, _, _ in answered]).update(last_heartbeat=timezone.now(), lost_reason="")
+    # A job's run belongs to the job flow (deployments.jobs) while the job is in flight: not an orphan.
+    jobs = set(Job.objects.filter(state__in=Job.IN_FLIGHT).values_list("handle", flat=True))
     for node, runner, runs in answered:
-        _reconcile_node(runner, runs, expected[node.pk], report)
+        _reconcile_node(runner, runs, expected[node.pk], report, jobs=jobs)
     return report
 
 
@@ -60,8 +62,8 @@ def _look_at_every_node() -> tuple[list[tuple[Node, Runner, dict[str, RunState]]
 
 
 def _reconcile_node(runner: Runner, runs: dict[str, RunState], expected: dict[str, Deployment],
-                    report: ReconcileReport) -> None:
-    for handle in runs.keys() - expected.keys():
+                    report: ReconcileReport, *, jobs: set[str]) -> None:
+    for handle in runs.keys() - expected.keys() - jobs:
         # An orphan: no deployment (or a deleted one, or one moved elsewhere) owns it here.
         _quietly(runner.remove, handle)
         report.removed.append(handle)

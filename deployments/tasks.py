@@ -1,7 +1,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from . import flow, nodes, reconcile, sleeping
+from . import flow, jobs, nodes, reconcile, sleeping
 from .transitions import send_progress
 
 DRAIN_POLL_SECONDS = 2.0
@@ -14,6 +14,19 @@ def deployment_progress(deployment_id: int) -> None:
     again_in = flow.deployment_advance(deployment_id=deployment_id)
     if again_in is not None:
         send_progress(deployment_id, countdown=again_in)
+
+
+# A job's step only looks at its run, or finishes it under the job's row lock: redelivery is harmless.
+@shared_task(name="deployments.job_progress", acks_late=True, reject_on_worker_lost=True)
+def job_progress(job_id: int) -> None:
+    again_in = jobs.job_advance(job_id=job_id)
+    if again_in is not None:
+        jobs.send_job_progress(job_id, countdown=again_in)
+
+
+@shared_task(name="deployments.jobs_reconcile")
+def jobs_reconcile() -> list[str]:
+    return jobs.jobs_reconcile()
 
 
 @shared_task(name="deployments.deployments_reconcile")
@@ -46,6 +59,9 @@ def register_beat_tasks() -> None:
         # Expires: when the worker is busy, a late reconcile (or look for idle ones) is dropped, not queued up.
         "reconcile-deployments": {
             "task": "deployments.deployments_reconcile", "schedule": interval, "options": {"expires": interval},
+        },
+        "reconcile-jobs": {
+            "task": "deployments.jobs_reconcile", "schedule": interval, "options": {"expires": interval},
         },
         "sleep-idle-deployments": {
             "task": "deployments.deployments_sleep_idle", "schedule": sleep_interval, "options": {"expires": sleep_interval},

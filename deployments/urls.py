@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import job_views, views
 
 app_name = "deployments"
 urlpatterns = [
@@ -17,4 +17,8 @@ urlpatterns = [
     path("deployments/<str:handle>/tokens/", views.endpoint_token_create_view, name="token_create"),
     path("deployments/<str:handle>/tokens/<int:token_id>/revoke/", views.endpoint_token_revoke_view, name="token_revoke"),
     path("deployments/<str:handle>/tokens/<int:token_id>/rotate/", views.endpoint_token_rotate_view, name="token_rotate"),
+    path("jobs/", job_views.job_list, name="job_list"),
+    path("jobs/<str:handle>/", job_views.job_page, name="job"),
+    path("jobs/<str:handle>/live/", job_views.job_live, name="job_live"),
+    path("jobs/<str:handle>/promote/", job_views.job_promote_view, name="job_promote"),
 ]

@@ -17,6 +17,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from hub_site.backends import runner_for
 from runners.base import RunnerError
 from runners.scheduler import NoNodeFits, place
+from templates_catalog.manifest import Kind
 from templates_catalog.models import Template, TemplateVersion
 from templates_catalog.selectors import template_detail
 from templates_catalog.specs import manifest_of, resources_of
@@ -26,6 +27,7 @@ from .examples import TOKEN_VARIABLE, endpoint_examples
 from .forms import DeployForm, EndpointTokenForm, TryForm
 from .gateway import gateway_url
 from .graphs import graph_of
+from .job_views import job_start
 from .models import Deployment
 from .selectors import (
     deployment_events,
@@ -101,6 +103,8 @@ def _visible_template(request: HttpRequest, name: str) -> Template:
 
 def _deploy(request: HttpRequest, version: TemplateVersion) -> HttpResponse:
     manifest = manifest_of(version)
+    if manifest.kind is Kind.JOB:
+        return job_start(request, version)
     if request.method == "GET" or version.yanked:
         return _deploy_page(request, version, DeployForm(manifest), status=200)
     form = DeployForm(manifest, request.POST)

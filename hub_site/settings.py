@@ -222,6 +222,11 @@ HUB_PUBLIC_URL = env_str("HUB_PUBLIC_URL", "http://127.0.0.1:8000")
 # run that died is restarted before its deployment fails, and the reconciler's period.
 DEPLOY_READY_TIMEOUT_SECONDS = env_int("DEPLOY_READY_TIMEOUT_SECONDS", 300, minimum=1)
 DEPLOY_MAX_RESTARTS = env_int("DEPLOY_MAX_RESTARTS", 3, minimum=0)
+# Jobs: the largest uploaded input file and the largest output each may store, and how
+# long a job may run before it is stopped and failed.
+JOB_INPUT_MAX_BYTES = env_int("JOB_INPUT_MAX_BYTES", 100 * 1024**2, minimum=1)
+JOB_OUTPUT_MAX_BYTES = env_int("JOB_OUTPUT_MAX_BYTES", 1024**3, minimum=1)
+JOB_TIMEOUT_SECONDS = env_int("JOB_TIMEOUT_SECONDS", 6 * 3600, minimum=1)
 RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 5, minimum=1)
 # Sleep when idle: the idle timeout a deployment gets unless its deploy says otherwise
 # (0: never sleep), how often the beat task looks for idle deployments, and how often each

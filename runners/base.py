@@ -144,3 +144,78 @@ class Runner(Protocol):
         """Everything on this node that carries this hub's labels, running or not."""
 
     def inventory(self) -> Inventory: ...
+
+
+# --- jobs: a command that runs to completion, with input files and declared outputs ---------
+
+# Where a job finds its input files and writes its outputs, inside a container.
+JOB_INPUTS_PATH = "/inputs"
+JOB_OUTPUT_PATH = "/output"
+
+
+class OutputRefused(RunnerError):
+    """A declared output cannot be taken: missing, not a plain file, a link, outside the job's folder, too large."""
+
+
+@dataclass(frozen=True)
+class JobInputFile:
+    """A file on the hub's side, given to the job read-only as `$INPUT_<NAME>`."""
+
+    name: str
+    source: str  # a local path the runner reads
+
+
+@dataclass(frozen=True)
+class JobOutputSpec:
+    name: str
+    path: str  # relative to the job's output folder ($OUTPUT_DIR)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    job: str  # the job's public handle, e.g. "j-7k2m9x4q"
+    image: str
+    command: tuple[str, ...]
+    resources: Resources = field(default_factory=Resources)
+    environment: Mapping[str, str] = field(default_factory=dict)
+    input_files: tuple[JobInputFile, ...] = ()
+    outputs: tuple[JobOutputSpec, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CollectedOutput:
+    """An output copied out of a finished job into a local file."""
+
+    name: str
+    path: str
+    file: str  # where the runner copied it
+    sha256: str
+    size: int
+
+
+_OUTPUT_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def check_output_path(path: str) -> tuple[str, ...]:
+    """The parts of a relative output path; OutputRefused for anything that could leave the job's folder."""
+    parts = tuple(path.split("/")) if isinstance(path, str) else ()
+    if not parts or len(parts) > 16 or any(not _OUTPUT_PART.fullmatch(part) or part in (".", "..") for part in parts):
+        raise OutputRefused(
+            f"{path!r} is not an output path: use a relative path of names made of letters, digits, '_', '.' or '-' "
+            "(no '..', no leading '/'), e.g. model/classifier.pt"
+        )
+    return parts
+
+
+class JobRunner(Protocol):
+    """What a runner adds to run jobs; `status`, `logs` and `stop` of `Runner` take the job's handle."""
+
+    def launch_job(self, spec: JobSpec) -> RunState:
+        """Start the job (replacing an earlier run of the same handle) and return at once."""
+
+    def collect_outputs(self, job: str, outputs: tuple[JobOutputSpec, ...], *, into: str, max_bytes: int) -> list[CollectedOutput]:
+        """Copy each declared output of the finished job into the folder `into`; OutputRefused names the first bad one."""
+
+    def remove_job(self, job: str) -> None:
+        """Delete the job's run, its inputs and its outputs. Idempotent."""

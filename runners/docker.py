@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
+import tarfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import docker
 import requests
@@ -20,17 +23,24 @@ from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest
 
 from .base import (
+    JOB_INPUTS_PATH,
+    JOB_OUTPUT_PATH,
     LABEL_DEPLOYMENT,
     LABEL_HUB,
+    CollectedOutput,
     Gpu,
     Inventory,
+    JobOutputSpec,
+    JobSpec,
     LaunchSpec,
     NodeUnreachable,
     RunnerError,
     RunPhase,
     RunState,
     check_deployment_handle,
+    check_output_path,
 )
+from .jobs import ChunkStream, copy_outputs_from_tar
 from .process import OFFLINE, probe_gpus
 
 APP_USER = "65532:65532"  # the user builders/render.py gives every image
@@ -46,6 +56,24 @@ def container_name(deployment: str) -> str:
 
 def volume_name(deployment: str) -> str:
     return f"{container_name(deployment)}-data"
+
+
+def job_volume_names(job: str) -> tuple[str, str]:
+    """The job's two volumes: its input files (mounted read-only) and its output folder."""
+    return f"{container_name(job)}-inputs", f"{container_name(job)}-output"
+
+
+def job_container_options(spec: JobSpec, *, address: str, hub_id: str) -> dict:
+    """`container_options` of a job: the same hardening, no port, its inputs read-only."""
+    inputs, output = job_volume_names(spec.job)
+    environment = {**spec.environment, "OUTPUT_DIR": JOB_OUTPUT_PATH}
+    for item in spec.input_files:
+        environment[f"INPUT_{item.name.upper()}"] = f"{JOB_INPUTS_PATH}/{item.name}"
+    launch = LaunchSpec(deployment=spec.job, image=spec.image, kind="job", command=spec.command,
+                        resources=spec.resources, environment=environment, labels=spec.labels)
+    options = container_options(launch, address=address, hub_id=hub_id)
+    options["volumes"] = {inputs: {"bind": JOB_INPUTS_PATH, "mode": "ro"}, output: {"bind": JOB_OUTPUT_PATH, "mode": "rw"}}
+    return options
 
 
 def container_environment(spec: LaunchSpec) -> dict[str, str]:
@@ -160,6 +188,65 @@ class DockerRunner:
             with contextlib.suppress(NotFound):
                 self.client.volumes.get(volume_name(deployment)).remove()
 
+    def launch_job(self, spec: JobSpec) -> RunState:
+        options = job_container_options(spec, address=self.address, hub_id=self.hub_id)
+        with engine_errors(f"launching the job {spec.job}"):
+            self._remove_container(options["name"])
+            self._remove_job_volumes(spec.job)
+            self._prepare_job_volumes(spec)
+            container = self._create(options)
+            try:
+                container.start()
+            except APIError:
+                container.remove(force=True)
+                raise
+        return self.status(spec.job)
+
+    def collect_outputs(self, job: str, outputs: tuple[JobOutputSpec, ...], *, into: str,
+                        max_bytes: int) -> list[CollectedOutput]:
+        for output in outputs:
+            check_output_path(output.path)
+        with engine_errors(f"reading the outputs of {job}"):
+            try:
+                chunks, _ = self.client.api.get_archive(container_name(job), JOB_OUTPUT_PATH)
+            except NotFound:
+                raise RunnerError(f"the job {job} is no longer on this node: its outputs are gone") from None
+            stream = ChunkStream(chunks, limit=max_bytes * (len(outputs) + 1))
+            return copy_outputs_from_tar(stream, JOB_OUTPUT_PATH.strip("/"), outputs, into=Path(into),
+                                         max_bytes=max_bytes)
+
+    def remove_job(self, job: str) -> None:
+        with engine_errors(f"removing the job {job}"):
+            self._remove_container(container_name(job))
+            self._remove_job_volumes(job)
+
+    def _prepare_job_volumes(self, spec: JobSpec) -> None:
+        """Fill the inputs volume and hand the output volume to the app user, in a helper
+        container that never runs the template's code."""
+        inputs, output = job_volume_names(spec.job)
+        labels = {LABEL_DEPLOYMENT: spec.job, LABEL_HUB: self.hub_id}
+        for name in (inputs, output):
+            self.client.volumes.create(name, labels=labels)
+        helper = self.client.containers.create(
+            spec.image, entrypoint=["chown", "-R", APP_USER, JOB_OUTPUT_PATH], user="0:0", cap_drop=["ALL"],
+            cap_add=["CHOWN"], security_opt=["no-new-privileges:true"], network_mode="none", labels=labels,
+            volumes={inputs: {"bind": JOB_INPUTS_PATH, "mode": "rw"}, output: {"bind": JOB_OUTPUT_PATH, "mode": "rw"}},
+        )
+        try:
+            if spec.input_files and not helper.put_archive(JOB_INPUTS_PATH, _inputs_archive(spec)):
+                raise RunnerError(f"copying the input files of {spec.job} onto the node failed")
+            helper.start()
+            if helper.wait(timeout=self.timeout).get("StatusCode") != 0:
+                raise RunnerError(f"preparing the output folder of {spec.job} failed: "
+                                  f"{helper.logs().decode(errors='replace')[-500:]}")
+        finally:
+            helper.remove(force=True)
+
+    def _remove_job_volumes(self, job: str) -> None:
+        for name in job_volume_names(job):
+            with contextlib.suppress(NotFound):
+                self.client.volumes.get(name).remove(force=True)
+
     def list(self) -> list[RunState]:
         with engine_errors("listing this hub's containers"):
             containers = self.client.containers.list(all=True, filters={"label": f"{LABEL_HUB}={self.hub_id}"})
@@ -236,6 +323,24 @@ class DockerRunner:
                 if binding.get("HostPort"):
                     return f"http://{self.address}:{binding['HostPort']}"
         return None
+
+
+def _inputs_archive(spec: JobSpec) -> bytes:
+    """The input files as a tar, readable by anyone in the container and writable by no one."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for item in spec.input_files:
+            info = archive.gettarinfo(item.source, arcname=check_deployment_handle(item.name))
+            _root_owned_read_only(info)
+            with open(item.source, "rb") as source:
+                archive.addfile(info, source)
+    return buffer.getvalue()
+
+
+def _root_owned_read_only(info: tarfile.TarInfo) -> None:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mode = 0o444
 
 
 def _exit_detail(state: dict) -> str:

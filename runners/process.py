@@ -26,11 +26,24 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from .base import Gpu, Inventory, LaunchSpec, RunnerError, RunPhase, RunState, check_deployment_handle
+from .base import (
+    CollectedOutput,
+    Gpu,
+    Inventory,
+    JobOutputSpec,
+    JobSpec,
+    LaunchSpec,
+    RunnerError,
+    RunPhase,
+    RunState,
+    check_deployment_handle,
+)
+from .jobs import copy_outputs_from_folder
 from .supervise import EXIT, LOG, PID, process_stat
 
 SUPERVISOR = Path(__file__).with_name("supervise.py")
 SPEC, STOPPED, VOLUME, HOME = "spec.json", "stopped", "volume", "home"
+JOB_INPUTS, JOB_OUTPUT = "inputs", "output"
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"
 # Nothing downloads weights at run time; a template's environment cannot turn this off.
 OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -205,6 +218,37 @@ class ProcessRunner:
             _wait_for(lambda: not _alive(pids[2], pids[3]), self.stop_grace)
         shutil.rmtree(run_dir, ignore_errors=True)
 
+    def launch_job(self, spec: JobSpec) -> RunState:
+        """The job's command in the template folder; its input files copied in read-only
+        (`$INPUT_<NAME>`), an empty output folder (`$OUTPUT_DIR`)."""
+        run_dir = self._run_dir(spec.job)
+        if self.status(spec.job).alive:
+            self.stop(spec.job)
+        run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        inputs, output = run_dir / JOB_INPUTS, run_dir / JOB_OUTPUT
+        _remove_tree(inputs)
+        _remove_tree(output)
+        inputs.mkdir()
+        output.mkdir()
+        environment = dict(spec.environment)
+        for item in spec.input_files:
+            target = inputs / check_deployment_handle(item.name)
+            shutil.copyfile(item.source, target)
+            target.chmod(0o444)
+            environment[f"INPUT_{item.name.upper()}"] = str(target)
+        inputs.chmod(0o555)
+        environment["OUTPUT_DIR"] = str(output)
+        return self.launch(LaunchSpec(deployment=spec.job, image=spec.image, kind="job", command=spec.command,
+                                      resources=spec.resources, environment=environment, labels=spec.labels))
+
+    def collect_outputs(self, job: str, outputs: tuple[JobOutputSpec, ...], *, into: str,
+                        max_bytes: int) -> list[CollectedOutput]:
+        return copy_outputs_from_folder(self._run_dir(job) / JOB_OUTPUT, outputs, into=Path(into), max_bytes=max_bytes)
+
+    def remove_job(self, job: str) -> None:
+        _remove_tree(self._run_dir(job) / JOB_INPUTS)
+        self.remove(job)
+
     def list(self) -> list[RunState]:
         if not self.run_root.is_dir():
             return []
@@ -284,6 +328,13 @@ class ProcessRunner:
         endpoint = f"http://{self.host}:{port}"
         phase = RunPhase.RUNNING if _accepts_connections(self.host, port) else RunPhase.STARTING
         return RunState(deployment=deployment, phase=phase, endpoint=endpoint)
+
+
+def _remove_tree(folder: Path) -> None:
+    """Remove a job's folder, read-only parts (its inputs) included."""
+    if folder.is_dir() and not folder.is_symlink():
+        folder.chmod(0o700)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def _alive(pid: int, start: int) -> bool:

@@ -168,6 +168,9 @@ class TemplateVersion(models.Model):
     published_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
     )
+    # Where a version made by the hub came from, as plain data (e.g. the job whose output it
+    # serves: its handle, its inputs' and outputs' digests, its metrics); empty for an upload.
+    provenance = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     yanked = models.BooleanField(default=False)
     yanked_reason = models.CharField(max_length=300, blank=True, default="")

@@ -110,8 +110,10 @@ def template_version_publish(
     published_by: AbstractBaseUser | None = None,
     expected_name: str | None = None,
     visibility: str = Template.Visibility.PUBLIC,
+    provenance: dict | None = None,
 ) -> PublishResult:
-    """Validate a bundle stream and publish it as a new immutable version.
+    """Validate a bundle stream and publish it as a new immutable version. `provenance`:
+    where a version the hub makes came from (plain JSON data), recorded on it.
 
     The same name, version and bytes again is a no-op; the same name and version
     with other bytes is a conflict. No row is kept unless everything succeeds; the blob of
@@ -135,7 +137,7 @@ def template_version_publish(
             raise PublishRejected(
                 [FieldError("hub.yaml name", f"is {manifest.name!r} but this upload is for {expected_name!r}")]
             )
-        candidate = _Candidate(publisher, manifest, contents, sha256, size, published_by, visibility)
+        candidate = _Candidate(publisher, manifest, contents, sha256, size, published_by, visibility, provenance or {})
         existing = _existing_version(manifest, sha256, publisher)
         if existing is None:
             return _publish_new(candidate, blob=spooled)
@@ -157,6 +159,7 @@ class _Candidate:
     size: int
     published_by: AbstractBaseUser | None
     visibility: str
+    provenance: dict
 
 
 def _existing_version(manifest: Manifest, sha256: str, publisher: Publisher) -> TemplateVersion | None:
@@ -238,6 +241,7 @@ def _create_version_rows(candidate: _Candidate, *, path: str) -> TemplateVersion
         changelog_html=readme_to_html(candidate.contents.changelog),
         files=[[name, size] for name, size in candidate.contents.file_sizes],
         published_by=candidate.published_by,
+        provenance=candidate.provenance,
     )
     VersionRequirement.objects.bulk_create(
         VersionRequirement(version=version, template=required, version_range=item.version, alias=item.alias)

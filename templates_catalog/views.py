@@ -126,6 +126,9 @@ def _render_version_page(request: HttpRequest, found: TemplateVersion, *, yank_f
         "readme_html": readme_html_for_page(found.readme_html),
         "changelog_html": readme_html_for_page(found.changelog_html),
         "manifest_yaml": yaml.safe_dump(found.manifest, sort_keys=False, allow_unicode=True),
+        # The figures a job reported, when this version was made from its outputs: scalars only.
+        "provenance_metrics": {name: value for name, value in (found.provenance.get("metrics") or {}).items()
+                               if isinstance(value, str | int | float)},
     }
     build = context["build"]
     context["build_failed_by_template"] = build is not None and build.status == Build.Status.FAILED and build.failure_kind != Build.FailureKind.HUB
