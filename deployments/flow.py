@@ -177,7 +177,7 @@ def _start(deployment: Deployment) -> float | None:
     timeout = settings.DEPLOY_READY_TIMEOUT_SECONDS
     if timezone.now() - deployment.started_at > timedelta(seconds=timeout):
         reason = exit_reason(runner, run, f"was not ready at {ready_path} within {timeout} seconds")
-        _stop_quietly(runner, deployment.handle)
+        stop_quietly(runner, deployment.handle)
         return _fail(deployment, reason)
     return _poll_after(deployment.started_at, longest=READY_POLL_SECONDS)
 
@@ -205,7 +205,7 @@ def _relaunch_while_starting(runner: Runner, deployment: Deployment, run: RunSta
             message=f"restarted after {how_it_died(run)} before it was ready",
         )
     except TransitionRefused:
-        _stop_quietly(runner, deployment.handle)  # stopped or deleted meanwhile: the new run must not outlive that
+        stop_quietly(runner, deployment.handle)  # stopped or deleted meanwhile: the new run must not outlive that
         raise
     return FIRST_POLL_SECONDS
 
@@ -277,7 +277,7 @@ def exit_reason(runner: Runner, run: RunState, what: str) -> str:
     return f"the run {what}{code}{detail}{lines}"
 
 
-def _stop_quietly(runner: Runner, handle: str) -> None:
+def stop_quietly(runner: Runner, handle: str) -> None:
     try:
         runner.stop(handle)
     except RunnerError as exc:

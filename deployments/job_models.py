@@ -1,5 +1,5 @@
 """A job: one run of a `kind: job` template to completion, its events and its outputs.
-Its `state` changes only through `deployments.jobs.job_transition`."""
+Its `state` changes only through `deployments.job_transitions.job_transition`."""
 
 import secrets
 

@@ -46,35 +46,23 @@ from templates_catalog.manifest.schema import InputType
 from templates_catalog.models import Build, TemplateVersion
 from templates_catalog.specs import manifest_of, resources_of
 
-from .flow import _stop_quietly, exit_reason
+from .flow import exit_reason, stop_quietly
+from .job_transitions import TransitionRefused, job_transition, progress_after_commit
 from .models import Job, JobArtifact, JobEvent, Node
 from .nodes import node_register_local
 from .selectors import schedulable_capacities
-from .services import DeploymentNotFound, DeploymentRejected
-from .services import _refuse_yanked as refuse_yanked
-from .specs import InputsInvalid, inputs_validate
-from .specs import _env_text as env_text
+from .services import DeploymentNotFound, DeploymentRejected, refuse_yanked
+from .specs import InputsInvalid, env_text, inputs_validate
 
 logger = logging.getLogger(__name__)
 State = Job.State
 
-ALLOWED: dict[str, frozenset[str]] = {
-    State.QUEUED: frozenset({State.BUILDING, State.FAILED}),
-    State.BUILDING: frozenset({State.RUNNING, State.FAILED}),
-    State.RUNNING: frozenset({State.SUCCEEDED, State.FAILED}),
-    State.SUCCEEDED: frozenset(),
-    State.FAILED: frozenset(),
-}
 ARTIFACT_PREFIX = "artifacts/sha256"
 METRICS_FILE = "metrics.json"
 METRICS_MAX_BYTES = 256 * 1024
 LOG_TAIL_LINES = 200
 POLL_SECONDS = 1.0
 HASH_CHUNK = 1024 * 1024
-
-
-class TransitionRefused(Exception):
-    """The move is not allowed from the job's current state."""
 
 
 @dataclass(frozen=True)
@@ -142,7 +130,7 @@ def job_create(
         with transaction.atomic():
             job = Job.objects.create(owner=owner, version=version, inputs=values, idempotency_key=idempotency_key or None)
             JobEvent.objects.create(job=job, to_state=job.state, message="job requested")
-            _follow_up(job)
+            progress_after_commit(job)
     except IntegrityError:
         if not idempotency_key:
             raise
@@ -170,45 +158,6 @@ def _validated_inputs(manifest: Manifest, inputs: dict, files: list[UploadedInpu
         sha256, size = artifact_store(file=upload.file, max_bytes=settings.JOB_INPUT_MAX_BYTES, what=f"inputs.{name}")
         values[name] = {"sha256": sha256, "size": size, "filename": Path(upload.filename or name).name[:200]}
     return values
-
-
-# --- the one writer of a job's state -------------------------------------------------------
-
-def job_transition(*, job_id: int, to: str, message: str = "", expect: tuple[str, ...] | None = None, **fields) -> Job:
-    with transaction.atomic():
-        # Locked: the task and the reconciler may advance one job at the same moment.
-        job = Job.objects.select_for_update().get(pk=job_id)
-        current = job.state
-        if expect is not None and current not in expect:
-            raise TransitionRefused(f"{job.handle} is {current}, not {' or '.join(expect)}")
-        if current == to:
-            return job
-        if to not in ALLOWED[current]:
-            raise TransitionRefused(f"{job.handle} cannot go from {current} to {to}")
-        if to == State.FAILED and not message:
-            raise ValueError("a failure needs a reason a person can act on")
-        now = timezone.now()
-        implied = {State.RUNNING: {"started_at": now}, State.SUCCEEDED: {"finished_at": now},
-                   State.FAILED: {"finished_at": now, "reason": message}}.get(to, {})
-        for name, value in {**implied, **fields}.items():
-            setattr(job, name, value)
-        job.state = to
-        job.save()
-        JobEvent.objects.create(job=job, from_state=current, to_state=to, message=message)
-        _follow_up(job)
-    return job
-
-
-def _follow_up(job: Job) -> None:
-    if job.state in Job.IN_FLIGHT:
-        job_id = job.pk
-        transaction.on_commit(lambda: send_job_progress(job_id))
-
-
-def send_job_progress(job_id: int, *, countdown: float = 0) -> None:
-    from .tasks import job_progress
-
-    job_progress.apply_async((job_id,), countdown=countdown)
 
 
 # --- the flow -------------------------------------------------------------------------------
@@ -322,7 +271,7 @@ def _watch(job: Job) -> float | None:
     if run.alive:
         if timezone.now() - job.started_at > timedelta(seconds=settings.JOB_TIMEOUT_SECONDS):
             reason = exit_reason(runner, run, f"ran longer than {settings.JOB_TIMEOUT_SECONDS} seconds and was stopped")
-            _stop_quietly(runner, job.handle)
+            stop_quietly(runner, job.handle)
             return _finish_failed(job, runner, reason)
         return POLL_SECONDS
     if run.phase == RunPhase.MISSING:
@@ -416,7 +365,7 @@ def jobs_reconcile() -> list[str]:
     moved = []
     for job_id, handle, state in Job.objects.filter(state__in=Job.IN_FLIGHT).values_list("pk", "handle", "state"):
         job_advance(job_id=job_id)
-        if Job.objects.filter(pk=job_id).exclude(state=state).exists():
+        if Job.objects.filter(pk=job_id).exclude(state__in=[state]).exists():
             moved.append(handle)
     return moved
 

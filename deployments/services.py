@@ -74,7 +74,7 @@ def deployment_create(
         earlier = Deployment.objects.filter(owner=owner, idempotency_key=idempotency_key).first()
         if earlier is not None:
             return DeployResult(_same_request(earlier, version, values), created=False)
-    _refuse_yanked(version)
+    refuse_yanked(version)
     if manifest.kind is Kind.JOB:
         raise DeploymentRejected(f"{manifest.name} is a job; jobs cannot be deployed as services yet")
     graph = _resolved(owner, version) if manifest.requires else None
@@ -106,7 +106,7 @@ def deployment_plan(*, owner: AbstractBaseUser, version: TemplateVersion) -> Pla
     would for a version that cannot be deployed or a graph that cannot be resolved."""
     if not may_deploy(owner, version):
         raise DeploymentNotFound(f"no template version {version.template.name}@{version.version} that you may deploy")
-    _refuse_yanked(version)
+    refuse_yanked(version)
     if manifest_of(version).requires:
         graph = _resolved(owner, version)
     else:
@@ -140,7 +140,7 @@ def _idle_timeout(requested: int | None) -> int:
     return requested
 
 
-def _refuse_yanked(version: TemplateVersion) -> None:
+def refuse_yanked(version: TemplateVersion) -> None:
     if not version.yanked:
         return
     latest = version.template.latest_version
@@ -212,7 +212,7 @@ def deployment_restart(*, deployment: Deployment) -> Deployment:
         raise DeploymentConflict(f"{current.handle} is {current.state}; only a stopped or failed deployment restarts")
     if current.deleted_at is not None:
         raise DeploymentNotFound(f"{current.handle} was deleted")
-    _refuse_yanked(current.version)
+    refuse_yanked(current.version)
     if current.lock and not live_edges().filter(dependant_id=current.pk).exists():
         raise DeploymentConflict(
             f"{current.handle}'s requirements were let go when it stopped; deploy {current.version.template.name} again "

@@ -26,7 +26,7 @@ def launch_spec_for(deployment: Deployment) -> LaunchSpec:
     `INPUT_<NAME>` (the harness reads those), its handle, its labels, and for each of its
     requirements `<ALIAS>_URL` and `<ALIAS>_TOKEN` (a token minted for this launch)."""
     manifest = manifest_of(deployment.version)
-    environment = {f"INPUT_{name.upper()}": _env_text(value) for name, value in deployment.inputs.items()}
+    environment = {f"INPUT_{name.upper()}": env_text(value) for name, value in deployment.inputs.items()}
     environment["HUB_DEPLOYMENT"] = deployment.handle
     environment.update(graph_environment(deployment))
     return launch_spec_of(
@@ -38,7 +38,7 @@ def launch_spec_for(deployment: Deployment) -> LaunchSpec:
     )
 
 
-def _env_text(value: object) -> str:
+def env_text(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)

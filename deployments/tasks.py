@@ -1,7 +1,7 @@
 from celery import shared_task
 from django.conf import settings
 
-from . import flow, jobs, nodes, reconcile, sleeping
+from . import flow, job_transitions, jobs, nodes, reconcile, sleeping
 from .transitions import send_progress
 
 DRAIN_POLL_SECONDS = 2.0
@@ -21,7 +21,7 @@ def deployment_progress(deployment_id: int) -> None:
 def job_progress(job_id: int) -> None:
     again_in = jobs.job_advance(job_id=job_id)
     if again_in is not None:
-        jobs.send_job_progress(job_id, countdown=again_in)
+        job_transitions.send_job_progress(job_id, countdown=again_in)
 
 
 @shared_task(name="deployments.jobs_reconcile")

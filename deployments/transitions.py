@@ -47,6 +47,22 @@ def deployment_open(**fields) -> Deployment:
     return deployment
 
 
+def move_wanted(handle: str, current: str, to: str, *, expect: tuple[str, ...] | None,
+               allowed: dict[str, set[str]], message: str) -> bool:
+    """The checks every state machine here makes before a move (deployments', jobs'): False
+    when it is already in `to` (a redelivered task is harmless); TransitionRefused when it
+    has moved on since the caller looked, or `allowed` has no such move."""
+    if expect is not None and current not in expect:
+        raise TransitionRefused(f"{handle} is {current}, not {' or '.join(expect)}")
+    if current == to:
+        return False
+    if to not in allowed[current]:
+        raise TransitionRefused(f"{handle} cannot go from {current} to {to}")
+    if to == "failed" and not message:
+        raise ValueError("a failure needs a reason a person can act on")
+    return True
+
+
 def deployment_transition(
     *, deployment_id: int, to: str, message: str = "", expect: tuple[str, ...] | None = None, **fields
 ) -> Deployment:
@@ -57,14 +73,8 @@ def deployment_transition(
         # Locked: two tasks (the flow, the reconciler, a stop) may race for one deployment.
         deployment = Deployment.objects.select_for_update().get(pk=deployment_id)
         current = deployment.state
-        if expect is not None and current not in expect:
-            raise TransitionRefused(f"{deployment.handle} is {current}, not {' or '.join(expect)}")
-        if current == to:
+        if not move_wanted(deployment.handle, current, to, expect=expect, allowed=ALLOWED, message=message):
             return deployment
-        if to not in ALLOWED[current]:
-            raise TransitionRefused(f"{deployment.handle} cannot go from {current} to {to}")
-        if to == State.FAILED and not message:
-            raise ValueError("a failure needs a reason a person can act on")
         for name, value in {**_implied_fields(deployment, to, message), **fields}.items():
             setattr(deployment, name, value)
         deployment.state = to

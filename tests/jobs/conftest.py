@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from deployments import jobs
+from deployments import job_transitions
 from deployments.jobs import job_advance
 from deployments.models import Job
 from deployments.nodes import node_add
@@ -71,7 +71,7 @@ def job_settings(settings, tmp_path):
 def sent(monkeypatch):
     """Follow-up tasks are recorded, not sent: tests drive the flow themselves."""
     calls: list[int] = []
-    monkeypatch.setattr(jobs, "send_job_progress", lambda job_id, countdown=0: calls.append(job_id))
+    monkeypatch.setattr(job_transitions, "send_job_progress", lambda job_id, countdown=0: calls.append(job_id))
     return calls
 
 
