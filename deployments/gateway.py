@@ -187,7 +187,7 @@ class _Collected:
         self._body, self._limit = body, limit
         self._sent_body = False
         self._full = asyncio.Event()
-        self.status, self.content_type, self.chunks, self.size = 0, "", [], 0
+        self.answer_status, self.content_type, self.chunks, self.size = 0, "", [], 0
 
     async def receive(self) -> dict:
         if not self._sent_body:
@@ -198,7 +198,7 @@ class _Collected:
 
     async def send(self, message: dict) -> None:
         if message["type"] == "http.response.start":
-            self.status = message["status"]
+            self.answer_status = message["status"]
             self.content_type = next((value.decode("latin-1") for name, value in message["headers"]
                                       if name.lower() == b"content-type"), "")
             return
@@ -212,7 +212,7 @@ class _Collected:
 
     def answer(self) -> CallAnswer:
         body = b"".join(self.chunks)
-        return CallAnswer(status=self.status, content_type=self.content_type, body=body[: self._limit],
+        return CallAnswer(status=self.answer_status, content_type=self.content_type, body=body[: self._limit],
                           too_large=len(body) > self._limit)
 
 

@@ -36,7 +36,7 @@ def test_a_fixture_template_builds_and_serves_hardened(db, docker_client, build_
     assert build.status == "succeeded", build.error + build.log_tail()
     image = docker_client.images.get(build.image_reference)
     assert image.id == build.image_digest
-    assert image.labels["org.opencontainers.image.version"] == "1.0.0"
+    assert image.labels["org.opencontainers.image.version"] == version.version
     assert image.labels["org.opencontainers.image.revision"] == version.bundle_sha256
     assert image.labels["io.aihub.bundle-sha256"] == version.bundle_sha256
     assert image.labels["io.aihub.cache-key"] == build.cache_key
