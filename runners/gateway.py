@@ -65,6 +65,10 @@ class ClientGone(Exception):
 CLIENT_GONE = 499
 
 
+# Endpoints (the harness: uvicorn) close a keep-alive connection after 5 s idle, and httpx
+# would reuse one for 5 s: a request sent on a connection the endpoint is closing at that
+# moment fails with a ReadError. Pooled connections expire well before the endpoint's.
+KEEPALIVE_EXPIRY_SECONDS = 2.0
 # Headers httpx adds to every request unless told otherwise.
 CLIENT_DEFAULT_HEADERS = ("accept", "accept-encoding", "user-agent")
 
@@ -76,7 +80,8 @@ class Gateway:
     def __init__(self, *, connect_timeout: float = 5.0, read_timeout: float = 300.0, max_connections: int = 1000,
                  transport: httpx.AsyncBaseTransport | None = None):
         self._timeout = httpx.Timeout(connect=connect_timeout, read=read_timeout, write=read_timeout, pool=connect_timeout)
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=min(max_connections, 200))
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=min(max_connections, 200),
+                                   keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
 

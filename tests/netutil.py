@@ -10,11 +10,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_for_port(port: int, seconds: float = 30) -> bool:
+def wait_for_port(port: int, seconds: float = 30, host: str = "127.0.0.1") -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            socket.create_connection((host, port), timeout=0.5).close()
             return True
         except OSError:
             time.sleep(0.1)

@@ -70,14 +70,7 @@ def test_a_new_user_deploys_minilm_and_calls_its_endpoint(live_server, hub, work
         page.goto(f"{live_server.url}/templates/")
         page.get_by_role("link", name="MiniLM sentence embeddings").click()
         page.wait_for_url(re.compile(r"/templates/minilm-embeddings/$"))
-        page.get_by_role("link", name=re.compile(r"^Deploy \d+\.\d+\.\d+$")).click()
-
-        # Signing in brings the new user back to the deploy page.
-        page.wait_for_url(re.compile(r"/accounts/login/"))
-        page.locator("#id_username").fill("newcomer")
-        page.locator("#id_password").fill(PASSWORD)
-        page.get_by_role("button", name="Sign in").click()
-        page.wait_for_url(re.compile(r"/templates/minilm-embeddings/deploy/$"))
+        press_deploy_and_sign_in(page, "minilm-embeddings")
 
         assert page.locator(".placement-node").inner_text() == "Node cpu-box"
         assert page.locator(".placement-price").inner_text() == "0.40 per hour"
@@ -120,6 +113,17 @@ def test_a_new_user_deploys_minilm_and_calls_its_endpoint(live_server, hub, work
         page.close()
         if handle:
             _remove_run(handle, flow_settings)
+
+
+def press_deploy_and_sign_in(page, template: str) -> None:
+    """On a template's page, as the new user who is not signed in yet: signing in brings
+    them back to the deploy page."""
+    page.get_by_role("link", name=re.compile(r"^Deploy \d+\.\d+\.\d+$")).click()
+    page.wait_for_url(re.compile(r"/accounts/login/"))
+    page.locator("#id_username").fill("newcomer")
+    page.locator("#id_password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(re.compile(rf"/templates/{template}/deploy/$"))
 
 
 def _states_until_running(page, worker_log: Path) -> list[str]:

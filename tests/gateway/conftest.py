@@ -92,10 +92,16 @@ class RecordingUpstream:
         sending.cancel()
 
 
+# As `make run` has it: longer than the 5 s an endpoint's httpx client reuses a connection
+# for, so the hub never closes one that a part is sending its next call on.
+HUB_KEEP_ALIVE = ("--timeout-keep-alive", "30")
+
+
 @contextlib.contextmanager
-def hub_server(log, **env):
+def hub_server(log, *, host: str = "127.0.0.1", port: int | None = None, **env):
     """The hub as `make run` serves it (uvicorn, hub_site.asgi) in a process of its own, on
-    the test's database; yields its base URL."""
+    the test's database, listening on `host` (another address than loopback: for containers
+    that call it back); yields its base URL."""
     import os
     import subprocess
     import sys
@@ -103,17 +109,18 @@ def hub_server(log, **env):
     from tests.browser.conftest import ROOT, stop_process_group, test_database_url
     from tests.netutil import wait_for_port
 
-    port = free_port()
+    port = port or free_port()
     environment = {**os.environ, "DEBUG": "1", "DATABASE_URL": test_database_url(), **env}
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "hub_site.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-             "--loop", "uvloop", "--http", "httptools", "--no-server-header"],
+            [sys.executable, "-m", "uvicorn", "hub_site.asgi:application", "--host", host, "--port", str(port),
+             "--loop", "uvloop", "--http", "httptools", "--no-server-header",
+             *HUB_KEEP_ALIVE],
             cwd=ROOT, env=environment, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
         )
     try:
-        if not wait_for_port(port, 60):
+        if not wait_for_port(port, 60, host=host):
             raise RuntimeError(f"the hub did not start: {log.read_text()[-2000:]}")
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://{host}:{port}"
     finally:
         stop_process_group(process)

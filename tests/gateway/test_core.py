@@ -7,8 +7,9 @@ import time
 
 import httpx
 import pytest
+import uvicorn
 
-from runners.gateway import Gateway, ProxyResult
+from runners.gateway import KEEPALIVE_EXPIRY_SECONDS, Gateway, ProxyResult
 from tests.netutil import free_port
 
 from .conftest import served
@@ -222,3 +223,11 @@ def test_it_adds_no_headers_of_its_own_client_library(proxied, upstream):
     connection.close()
     seen = headers_seen(upstream.seen[-1])
     assert "accept-encoding" not in seen and "user-agent" not in seen and "accept" not in seen
+
+
+def test_pooled_connections_expire_well_before_an_endpoint_closes_them():
+    # The harness serves every endpoint with uvicorn's keep-alive timeout: reusing a connection
+    # the endpoint is closing at that moment fails the call (a ReadError, seen as a 502).
+    endpoint_keep_alive = uvicorn.Config(app=None).timeout_keep_alive
+    assert KEEPALIVE_EXPIRY_SECONDS <= endpoint_keep_alive - 2
+    assert Gateway().client._transport._pool._keepalive_expiry == KEEPALIVE_EXPIRY_SECONDS
