@@ -4,6 +4,7 @@ import logging
 import re
 from decimal import Decimal
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils.module_loading import import_string
 
@@ -31,8 +32,10 @@ def node_add(
     address: str = "127.0.0.1",
     price_per_hour: Decimal = Decimal(0),
     labels: dict[str, str] | None = None,
+    cpu_share: int = 1,
 ) -> Node:
-    """Register a node whose inventory is probed through its runner, never typed in."""
+    """Register a node whose inventory is probed through its runner, never typed in.
+    `cpu_share`: how many CPU reservations each of its cores takes (1 on a GPU node)."""
     if not NAME_PATTERN.match(name):
         raise NodeRejected(f"{name!r} is not a node name: use lowercase letters, digits and hyphens, e.g. gpu-a100-1")
     if price_per_hour < 0:
@@ -41,6 +44,7 @@ def node_add(
     node = Node(name=name, runner=runner, engine_url=engine_url, address=address, price_per_hour=price_per_hour,
                 labels=labels or {}, cpus=Decimal(1), memory_gb=Decimal(1))
     apply_inventory(node, node_probe(node=node))
+    node.cpus *= cpu_share
     try:
         with transaction.atomic():
             node.save()
@@ -65,7 +69,7 @@ def node_register_local() -> Node:
         return existing
     runner = Node.RunnerKind.DOCKER if docker_engine_answers() else Node.RunnerKind.PROCESS
     try:
-        return node_add(name=LOCAL_NODE, runner=runner)
+        return node_add(name=LOCAL_NODE, runner=runner, cpu_share=settings.LOCAL_NODE_CPU_SHARE)
     except NodeRejected:
         # Registered meanwhile by another worker: that row is the one.
         existing = Node.objects.filter(name=LOCAL_NODE).first()

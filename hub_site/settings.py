@@ -232,6 +232,11 @@ RECONCILE_INTERVAL_SECONDS = env_int("RECONCILE_INTERVAL_SECONDS", 5, minimum=1)
 # (0: never sleep), how often the beat task looks for idle deployments, and how often each
 # process writes what its gateway counted (requests, bytes, the last request's time).
 DEPLOY_IDLE_TIMEOUT_SECONDS = env_int("DEPLOY_IDLE_TIMEOUT_SECONDS", 900, minimum=0)
+# The machine the hub runs on, registered as the node "local" on first deploy, counts each of
+# its cores this many times: a template's `cpu` is what it reserves on a GPU node, and on one
+# machine parts of a graph share cores (the stock agent's five parts ask 6 CPUs; a laptop has
+# 2 to 8). Nodes added with node_add or node_pool_add count their cores once.
+LOCAL_NODE_CPU_SHARE = env_int("LOCAL_NODE_CPU_SHARE", 4, minimum=1)
 SLEEP_CHECK_INTERVAL_SECONDS = env_int("SLEEP_CHECK_INTERVAL_SECONDS", 5, minimum=1)
 ACTIVITY_FLUSH_SECONDS = 1.0
 # /metrics (Prometheus): open to anyone who reaches the hub, or (the default) to staff only.

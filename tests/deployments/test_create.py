@@ -7,6 +7,7 @@ import pytest
 from django.db import connection
 
 from deployments.models import Deployment, Node
+from deployments.nodes import node_add
 from deployments.services import DeploymentConflict, DeploymentNotFound, DeploymentRejected, deployment_create
 from templates_catalog.services import template_version_yank
 
@@ -172,9 +173,12 @@ def test_asking_for_more_than_any_node_has_fails_at_once_with_the_reason(owner, 
     assert list(deployment.events.values_list("to_state", flat=True)) == ["pending", "failed"]
 
 
-def test_a_fresh_hub_registers_this_machine_as_its_first_node(owner, version, monkeypatch):
+@pytest.mark.parametrize("share, cpus", [(4, 16), (1, 4)])
+def test_a_fresh_hub_registers_this_machine_as_its_first_node(owner, version, monkeypatch, settings, share, cpus):
+    # Its cores count LOCAL_NODE_CPU_SHARE times: the parts of a graph share one machine's cores.
     from deployments import nodes
 
+    settings.LOCAL_NODE_CPU_SHARE = share
     fakes.engine("fake://local", inventory=fakes.Inventory(cpus=4, memory_gb=8))
     monkeypatch.setattr(nodes, "docker_engine_answers", lambda: False)
     monkeypatch.setattr(nodes, "runner_for", lambda node: fakes.FakeRunner("fake://local"))
@@ -182,5 +186,10 @@ def test_a_fresh_hub_registers_this_machine_as_its_first_node(owner, version, mo
     deployment = deployment_create(owner=owner, version=version, inputs={}).deployment
 
     local = Node.objects.get()
-    assert (local.name, local.runner, local.cpus, local.memory_gb) == ("local", "process", 4, 8)
+    assert (local.name, local.runner, local.cpus, local.memory_gb) == ("local", "process", cpus, 8)
     assert deployment.state == "pending"
+
+
+def test_a_node_added_by_hand_counts_each_core_once(db):
+    fakes.engine("fake://box", inventory=fakes.Inventory(cpus=4, memory_gb=8))
+    assert node_add(name="box", runner="tests.deployments.fakes.FakeRunner", engine_url="fake://box").cpus == 4
