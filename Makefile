@@ -35,7 +35,7 @@ run: venv static
 	DEBUG=1 $(PY) manage.py seed_catalog
 	DEBUG=1 $(VENV)/bin/celery -A hub_site worker -B --schedule var/celerybeat-schedule --pool=solo --loglevel=warning & \
 	  trap 'kill $$! 2>/dev/null' EXIT INT TERM; \
-	  DEBUG=1 $(VENV)/bin/uvicorn hub_site.asgi:application --host $(HOST) --port $(PORT) --loop uvloop --http httptools --no-server-header --timeout-keep-alive 30
+	  DEBUG=1 $(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 test: venv static template-env
 	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile

@@ -7,13 +7,16 @@ edge not yet released holds its requirement up (`services.graph_release` counts 
 
 from dataclasses import dataclass
 from decimal import Decimal
+from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from hub_site.serve import is_loopback
 from runners.base import Resources
+from runners.docker import HOST_ALIAS
 from runners.scheduler import NodeCapacity, NoNodeFits, place
 from templates_catalog.manifest import Manifest
 from templates_catalog.models import TemplateVersion
@@ -204,9 +207,25 @@ def graph_environment(deployment: Deployment) -> dict[str, str]:
     for edge in live_edges().filter(dependant_id=deployment.pk).select_related("requirement", "token"):
         secret = endpoint_token_mint_for_edge(edge=edge, dependant=deployment)
         prefix = edge.alias.upper()
-        environment[f"{prefix}_URL"] = f"{settings.GATEWAY_INTERNAL_URL}{PREFIX}{edge.requirement.handle}"
+        environment[f"{prefix}_URL"] = f"{internal_gateway_url(deployment.node)}{PREFIX}{edge.requirement.handle}"
         environment[f"{prefix}_TOKEN"] = secret
     return environment
+
+
+def internal_gateway_url(node: Node | None) -> str:
+    """GATEWAY_INTERNAL_URL as what runs on `node` reaches it. A loopback URL means "this
+    machine": right for local processes, but a container on this machine's Docker Engine
+    reaches this machine as host.docker.internal (where `manage.py serve` also listens)."""
+    url = settings.GATEWAY_INTERNAL_URL
+    parts = urlsplit(url)
+    if node is None or node.runner != Node.RunnerKind.DOCKER or not _on_this_machine(node) or not is_loopback(parts.hostname or ""):
+        return url
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{HOST_ALIAS}{port}"))
+
+
+def _on_this_machine(node: Node) -> bool:
+    return not node.engine_url or node.engine_url.startswith("unix://")
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import io
+import ipaddress
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -76,6 +77,25 @@ def job_container_options(spec: JobSpec, *, address: str, hub_id: str) -> dict:
     return options
 
 
+HOST_ALIAS = "host.docker.internal"
+
+
+def bridge_gateway_address(client: docker.DockerClient) -> str | None:
+    """The host as containers on the default bridge reach it (what `host-gateway`, and so
+    HOST_ALIAS, resolves to): the bridge's gateway, which the engine leaves unnamed when it
+    is its subnet's first address. None when the engine has no default bridge."""
+    try:
+        configs = client.networks.get("bridge").attrs["IPAM"]["Config"] or []
+    except (DockerException, KeyError):
+        return None
+    for config in configs:
+        if config.get("Gateway"):
+            return config["Gateway"]
+        if config.get("Subnet"):
+            return str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+    return None
+
+
 def container_environment(spec: LaunchSpec) -> dict[str, str]:
     """What every container of `spec` gets in its environment, whichever engine runs it."""
     environment = {**spec.environment, **OFFLINE}
@@ -104,7 +124,7 @@ def container_options(spec: LaunchSpec, *, address: str, hub_id: str) -> dict:
         "network_mode": "bridge",
         # An app reaches what it requires through the hub's gateway (GATEWAY_INTERNAL_URL):
         # `host-gateway` is the engine's name for the host, as Docker Desktop has it built in.
-        "extra_hosts": {"host.docker.internal": "host-gateway"},
+        "extra_hosts": {HOST_ALIAS: "host-gateway"},
         "ports": {f"{spec.port}/tcp": (address, None)} if spec.kind == "service" else {},
         "labels": {**spec.labels, LABEL_DEPLOYMENT: spec.deployment, LABEL_HUB: hub_id},
         "environment": environment,
