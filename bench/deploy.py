@@ -28,17 +28,26 @@ gateway (uvicorn in a thread of this process) wakes it, and the time from sendin
 384-float answer is compared with the template's own start on the new run, as in (a).
 Target: at most 2 s plus that load time.
 
+(f) An app's graph: the stock research agent and the four parts it stands on, published and
+built once (in parallel); each run times `deployment_create` of the agent → every part
+`running` with nothing running before (cold), then a second agent deploy by the same user,
+which reuses the four running parts and starts only its own (reuse). The hub's share is the
+press-to-ready less the graph's critical path of the templates' own starts (the slowest of
+the three lower parts, then the RAG pipeline, then the agent), as in (a).
+
 (e) Held requests, first: bench/wake.py, before this script makes its database: the gateway
 process's memory with 1,000 HTTP requests held during one wake. Target: under 100 MiB more
 than idle.
 
     python bench/deploy.py [--runner auto|docker|process] [--runs 3] [--rounds 200]
                            [--clients 8] [--requests 800] [--gateway-runs 3] [--gateway-profile FILE]
-                           [--skip-press] [--skip-gateway] [--skip-wake] [--skip-held] [--skip-scheduler]
+                           [--skip-press] [--skip-gateway] [--skip-wake] [--skip-held] [--skip-graph]
+                           [--skip-scheduler]
 """
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import heapq
 import io
@@ -82,7 +91,7 @@ from builders.backends import docker_engine_answers  # noqa: E402
 from deployments import activity, flow, transitions  # noqa: E402
 from deployments.endpoint_tokens import endpoint_token_create  # noqa: E402
 from deployments.gateway import DeploymentGateway  # noqa: E402
-from deployments.models import Deployment, Node  # noqa: E402
+from deployments.models import Deployment, DeploymentEdge, Node  # noqa: E402
 from deployments.nodes import node_add  # noqa: E402
 from deployments.services import deployment_create, deployment_delete  # noqa: E402
 from deployments.sleeping import deployment_sleep  # noqa: E402
@@ -226,14 +235,17 @@ class BenchHub:
             self.published["minilm"] = publish_folder(MINILM, self.publisher)
         return self.published["minilm"]
 
-    def built(self, version) -> None:
+    def built(self, *versions) -> None:
+        """Each of `versions` built, side by side (each build on its own thread)."""
         started = time.perf_counter()
-        build = builds.build_request(version=version)
+        requested = [builds.build_request(version=version) for version in versions]
         self.worker.wait_for_builds()
-        build.refresh_from_db()
-        if build.status != "succeeded":
-            raise SystemExit(f"build of {version.template.name} failed: {build.error}\n{build.log_tail()}")
-        print(f"  {version.template.name}: built once in {time.perf_counter() - started:.1f} s (cache hit: {build.cache_hit})")
+        for version, build in zip(versions, requested):
+            build.refresh_from_db()
+            if build.status != "succeeded":
+                raise SystemExit(f"build of {version.template.name} failed: {build.error}\n{build.log_tail()}")
+            print(f"  {version.template.name}: built once (cache hit: {build.cache_hit})")
+        print(f"  built in {time.perf_counter() - started:.1f} s")
 
 
 @functools.cache
@@ -242,7 +254,8 @@ def bench_hub(runner: str) -> BenchHub:
     settings.BUILD_BACKEND = "docker" if docker else "venv"
     settings.DEPLOY_READY_TIMEOUT_SECONDS = 600
     build_backend.cache_clear()
-    node_add(name="bench-local", runner="docker" if docker else "process")
+    # Each core counted LOCAL_NODE_CPU_SHARE times, as `make run`'s own node: the graph asks for 8 CPUs.
+    node_add(name="bench-local", runner="docker" if docker else "process", cpu_share=settings.LOCAL_NODE_CPU_SHARE)
     owner = get_user_model().objects.create_user(username="bench")
     return BenchHub(docker=docker, owner=owner, publisher=publisher_create(slug="bench", name="Bench"), worker=InProcessWorker())
 
@@ -266,6 +279,79 @@ def report(name: str, samples: list[tuple[float, float | None]], what: str, what
     verdict = "OK" if p50 - load <= READY_TARGET_S else "OVER TARGET"
     print(f"  {name}: {what_time} p50 {p50:6.2f} s (runs: {', '.join(f'{s:.2f}' for s in totals)}); "
           f"{what} {load:5.2f} s; hub's share {p50 - load:5.2f} s (target <= {READY_TARGET_S:.0f} s): {verdict}")
+
+
+# --- (f) an app's graph ------------------------------------------------------------------
+
+GRAPH = ("minilm-embeddings", "vector-store", "text-generator", "rag-pipeline", "stock-research-agent")
+LOWER = GRAPH[:3]
+
+
+def bench_graph(runner: str, runs: int) -> None:
+    hub = bench_hub(runner)
+    # Requirements first: a version's `requires` resolve against what is published.
+    versions = [hub.minilm() if name == "minilm-embeddings" else publish_folder(ROOT / "fixtures" / "templates" / name, hub.publisher)
+                for name in GRAPH]
+    print(f"the stock research agent's graph (5 parts) on {hub.where}; {runs} runs of a cold deploy, then a second "
+          f"app deploy that reuses the four running parts")
+    hub.built(*versions)
+    cold, reuse = [], []
+    for _ in range(runs):
+        first, seconds = graph_press_to_ready(versions[-1], hub)
+        cold.append((seconds, critical_path_start(first)))
+        second, seconds = graph_press_to_ready(versions[-1], hub)
+        reused = set(graph_parts(second)) - {second.pk}
+        if reused != set(graph_parts(first)) - {first.pk}:
+            raise SystemExit("the second app deploy did not reuse the running parts")
+        reuse.append((seconds, own_start(second)))
+        everything = set(graph_parts(first)) | set(graph_parts(second))
+        for root in (second, first):
+            deployment_delete(deployment=root)
+            hub.worker.until_settled(root.pk)
+        if Deployment.objects.filter(pk__in=everything, state__in=[State.RUNNING, State.STARTING]).exists():
+            raise SystemExit("deleting both apps left parts running")
+    own = "the critical path's own starts" if hub.docker else "the critical path's setup() alone"
+    report("stock agent, cold (5 parts)", cold, own)
+    report("stock agent, reusing 4 running parts", reuse, "the agent's own start" if hub.docker else "its setup() alone")
+
+
+def graph_press_to_ready(version, hub: BenchHub) -> tuple[Deployment, float]:
+    started = time.perf_counter()
+    root = deployment_create(owner=hub.owner, version=version, inputs={}).deployment
+    hub.worker.until_settled(root.pk)
+    seconds = time.perf_counter() - started
+    parts = Deployment.objects.filter(pk__in=graph_parts(root)).select_related("version__template")
+    not_up = [f"{part.version.template.name}: {part.state} {part.reason}" for part in parts if part.state != State.RUNNING]
+    if not_up:
+        raise SystemExit("the graph did not come up: " + "; ".join(not_up))
+    return Deployment.objects.select_related("node").get(pk=root.pk), seconds
+
+
+def graph_parts(root: Deployment) -> dict[int, str]:
+    """{deployment id: template name} of every part of `root`'s graph, `root` included."""
+    parts, frontier = {root.pk: root.version.template.name}, [root.pk]
+    while frontier:
+        edges = DeploymentEdge.objects.filter(dependant_id__in=frontier, released_at__isnull=True)
+        frontier = []
+        for pk, name in edges.values_list("requirement_id", "requirement__version__template__name"):
+            if pk not in parts:
+                parts[pk] = name
+                frontier.append(pk)
+    return parts
+
+
+def own_start(deployment: Deployment) -> float | None:
+    deployment = Deployment.objects.select_related("node").get(pk=deployment.pk)
+    return model_start_seconds(runner_for(deployment.node), deployment.handle)
+
+
+def critical_path_start(root: Deployment) -> float | None:
+    """The templates' own starts along the graph's longest chain: the lower parts start
+    side by side, the RAG pipeline after them, the agent last."""
+    starts = {name: own_start(Deployment(pk=pk)) for pk, name in graph_parts(root).items()}
+    if any(value is None for value in starts.values()):
+        return None
+    return max(starts[name] for name in LOWER) + starts["rag-pipeline"] + starts["stock-research-agent"]
 
 
 # --- (c) the gateway --------------------------------------------------------------------
@@ -314,9 +400,10 @@ async def _load(url: str, headers: dict[str, str], clients: int, requests: int) 
         return Load(seconds=time.perf_counter() - began, latencies_ms=latencies, errors=errors)
 
 
-def serve_hub(log: Path, profile: str = "") -> tuple[subprocess.Popen, str]:
+def serve_hub(log: Path, profile: str = "", cores: set[int] | None = None) -> tuple[subprocess.Popen, str]:
     """The hub as `make run` serves it (uvicorn, uvloop, httptools) on the bench database;
-    under cProfile, its stats written to `profile` when it stops, if one is named."""
+    under cProfile, its stats written to `profile` when it stops, if one is named; held to
+    `cores` (all of its threads: they inherit it) if given."""
     sys.path.insert(0, str(ROOT))
     from tests.browser.conftest import test_database_url
     from tests.netutil import wait_for_port
@@ -329,11 +416,47 @@ def serve_hub(log: Path, profile: str = "") -> tuple[subprocess.Popen, str]:
              "-m", "uvicorn", "hub_site.asgi:application", "--host", "127.0.0.1", "--port", str(port),
              "--loop", "uvloop", "--http", "httptools", "--no-server-header"],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
         )
     if not wait_for_port(port, 60):
         process.terminate()
         raise SystemExit(f"the hub did not start: {log.read_text()[-2000:]}")
     return process, f"http://127.0.0.1:{port}"
+
+
+@dataclass(frozen=True)
+class Cores:
+    """Where the hub, the load and the model run in one gateway measurement: all on every core
+    (shared), or the model on its own core and the hub and the load on the rest (split: as a
+    GPU node and the hub's own machine are, in production)."""
+
+    name: str
+    hub: set[int] | None = None
+    model: set[int] | None = None
+
+
+def core_layouts(docker: bool) -> list[Cores]:
+    every = sorted(os.sched_getaffinity(0))
+    layouts = [Cores("shared: the hub, the load and the model on all cores")]
+    if docker and len(every) >= 2:
+        layouts.append(Cores(f"split: the model on core {every[-1]}, the hub and the load on {every[:-1]}",
+                             hub=set(every[:-1]), model={every[-1]}))
+    return layouts
+
+
+@contextlib.contextmanager
+def held_to(cores: Cores, container):
+    """This process (the load) and the model's container held to `cores`, then let go."""
+    every = os.sched_getaffinity(0)
+    if cores.model is not None:
+        container.update(cpuset_cpus=",".join(map(str, sorted(cores.model))))
+        os.sched_setaffinity(0, cores.hub)
+    try:
+        yield
+    finally:
+        if cores.model is not None:
+            os.sched_setaffinity(0, every)
+            container.update(cpuset_cpus=",".join(map(str, sorted(every))))
 
 
 def bench_gateway(runner: str, clients: int, requests: int, rounds: int, profile: str = "") -> None:
@@ -347,8 +470,20 @@ def bench_gateway(runner: str, clients: int, requests: int, rounds: int, profile
     if running.state != State.RUNNING:
         raise SystemExit(f"MiniLM ended {running.state}: {running.reason}")
     secret = endpoint_token_create(deployment=running, created_by=hub.owner, name="bench").secret
+    container = runner_for(running.node).client.containers.get(container_name(running.handle)) if hub.docker else None
+    try:
+        for cores in core_layouts(hub.docker):
+            print(f" {cores.name}")
+            with held_to(cores, container):
+                gateway_runs(running, secret, clients, requests, rounds, profile, cores)
+    finally:
+        deployment_delete(deployment=running)
+        hub.worker.until_settled(running.pk)
+
+
+def gateway_runs(running: Deployment, secret: str, clients: int, requests: int, rounds: int, profile: str, cores: Cores) -> None:
     with tempfile.TemporaryDirectory(prefix="hub-bench-gateway-") as scratch:
-        process, base = serve_hub(Path(scratch) / "hub.log", profile)
+        process, base = serve_hub(Path(scratch) / "hub.log", profile, cores.hub)
         try:
             targets = {
                 "direct": (f"{running.endpoint}/v1/embeddings", {}),
@@ -367,8 +502,6 @@ def bench_gateway(runner: str, clients: int, requests: int, rounds: int, profile
             # only the KeyboardInterrupt lets cProfile write its stats first.
             process.send_signal(signal.SIGINT)
             process.wait(30)
-    deployment_delete(deployment=running)
-    hub.worker.until_settled(running.pk)
     report_gateway(runs)
     forwarded = sum(len(load.latencies_ms) + load.errors + clients for load in runs["gateway"])  # with warm-ups
     # Wall-clock figures on a shared machine move with its load; this one does not.
@@ -546,6 +679,7 @@ def main() -> None:
     parser.add_argument("--skip-gateway", action="store_true", help="no gateway section")
     parser.add_argument("--skip-wake", action="store_true", help="no wake-from-sleep section")
     parser.add_argument("--skip-held", action="store_true", help="no held-requests memory section")
+    parser.add_argument("--skip-graph", action="store_true", help="no app graph section")
     parser.add_argument("--clients", type=int, default=8, help="gateway: concurrent clients")
     parser.add_argument("--requests", type=int, default=800, help="gateway: requests a run")
     parser.add_argument("--gateway-runs", type=int, default=3, help="gateway: runs each way (direct, gateway), alternating")
@@ -564,6 +698,8 @@ def main() -> None:
             bench_gateway(args.runner, args.clients, args.requests, args.gateway_runs, args.gateway_profile)
         if not args.skip_wake:
             bench_wake(args.runner, args.runs)
+        if not args.skip_graph:
+            bench_graph(args.runner, args.runs)
         # Last: it fills the database with a fleet the other sections would schedule onto.
         if not args.skip_scheduler:
             bench_scheduler(args.nodes, args.deployments, args.rounds)
