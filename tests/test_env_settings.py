@@ -141,3 +141,15 @@ def test_the_proxy_header_is_read_as_the_header_django_sees(tmp_path):
     result = _manage(["shell", "--verbosity", "0", "-c", "from django.conf import settings; print(settings.SECURE_PROXY_SSL_HEADER)"], env)
 
     assert result.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https')", result.stderr
+
+
+@pytest.mark.django_db
+def test_postgresql_connections_start_no_parallel_workers_unless_told_to(settings):
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL setting; this run is on SQLite")
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW max_parallel_workers_per_gather")
+        assert cursor.fetchone() == ("0",)
+    assert "-c max_parallel_workers_per_gather=0" in settings.DATABASES["default"]["OPTIONS"]["options"]
