@@ -23,6 +23,9 @@ from tests.gateway.conftest import hub_server
 from .conftest import drive_for_real
 
 State = Deployment.State
+# Enough characters that generating them takes a while (~0.3 s here) through a fast gateway:
+# spread over that time when streamed, all at the end when buffered.
+TOKENS = 1000
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
@@ -45,7 +48,7 @@ def test_a_streamed_completion_arrives_chunk_by_chunk_through_the_gateway(text_g
     events = [line for _, chunk in arrivals for line in chunk.split(b"\n\n") if line.startswith(b"data: ")]
     assert events[-1] == b"data: [DONE]"
     text = "".join(json.loads(event[6:])["choices"][0]["text"] for event in events[:-1])
-    assert len(text) == 400
+    assert len(text) == TOKENS
     # Buffered by the gateway, the answer would come in one piece at the end.
     assert len(arrivals) >= 10, arrivals[:3]
     first, last = arrivals[0][0], arrivals[-1][0]
@@ -55,7 +58,7 @@ def test_a_streamed_completion_arrives_chunk_by_chunk_through_the_gateway(text_g
 
 def _streamed(url: str, secret: str) -> list[tuple[float, bytes]]:
     """Each piece of the answer with the time it reached the client."""
-    body = {"prompt": "Diplomacy, n.", "max_tokens": 400, "temperature": 0.8, "seed": 7, "stream": True}
+    body = {"prompt": "Diplomacy, n.", "max_tokens": TOKENS, "temperature": 0.8, "seed": 7, "stream": True}
     arrivals = []
     started = time.monotonic()
     with httpx.stream("POST", url, json=body, headers={"Authorization": f"Bearer {secret}"}, timeout=60) as answer:

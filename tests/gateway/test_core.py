@@ -1,6 +1,7 @@
 """The gateway's core (runners/gateway.py) between a real client, a real uvicorn in front of
 it and a real upstream server: what reaches the upstream, what comes back, and when."""
 
+import asyncio
 import http.client
 import socket
 import time
@@ -27,6 +28,10 @@ class CoreApp:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await self.core.aclose()
+            await send({"type": "lifespan.shutdown.complete"})
             return
         await self.core.forward(scope, receive, send, upstream=self.upstream, path=scope["raw_path"].decode(),
                                 max_body_bytes=LIMIT, on_finish=self.results.append)
@@ -35,7 +40,7 @@ class CoreApp:
 @pytest.fixture
 def proxied(upstream):
     app = CoreApp(upstream.url)
-    with served(app) as url:
+    with served(app, lifespan="on") as url:
         app.url = url
         yield app
 
@@ -181,7 +186,7 @@ def test_it_answers_502_with_the_reason_when_the_upstream_is_unreachable():
         closed.bind(("127.0.0.1", 0))
         port = closed.getsockname()[1]  # bound, never listening: connections are refused
         app = CoreApp(f"http://127.0.0.1:{port}")
-        with served(app) as url:
+        with served(app, lifespan="on") as url:
             answer = httpx.get(f"{url}/v1/models")
     assert answer.status_code == 502
     assert answer.json()["error"]["message"].startswith("the deployment cannot be reached:")
@@ -194,8 +199,8 @@ def test_it_reuses_pooled_connections_to_the_upstream(proxied, upstream):
     ports = {dict(request["headers"]).get("x-forwarded-for") for request in upstream.seen}
     assert ports == {"127.0.0.1"}
     # One keep-alive connection served all five: the pool holds it.
-    pool = proxied.core.client._transport._pool
-    assert len(pool.connections) == 1
+    connector = proxied.core.session.connector
+    assert sum(len(idle) for idle in connector._conns.values()) == 1
 
 
 def test_free_port_is_usable_for_the_unreachable_case():
@@ -230,4 +235,12 @@ def test_pooled_connections_expire_well_before_an_endpoint_closes_them():
     # the endpoint is closing at that moment fails the call (a ReadError, seen as a 502).
     endpoint_keep_alive = uvicorn.Config(app=None).timeout_keep_alive
     assert KEEPALIVE_EXPIRY_SECONDS <= endpoint_keep_alive - 2
-    assert Gateway().client._transport._pool._keepalive_expiry == KEEPALIVE_EXPIRY_SECONDS
+    gateway = Gateway()
+
+    async def expiry() -> float:
+        try:
+            return gateway.session.connector._keepalive_timeout
+        finally:
+            await gateway.aclose()
+
+    assert asyncio.run(expiry()) == KEEPALIVE_EXPIRY_SECONDS
