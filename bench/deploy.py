@@ -113,6 +113,7 @@ from tests.netutil import free_port  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 from scheduler import free_capacity, percentile, synthetic_fleet  # noqa: E402
+from testdb import test_db_destroy  # noqa: E402
 
 State = Deployment.State
 MINILM = ROOT / "fixtures" / "templates" / "minilm-embeddings"
@@ -711,7 +712,7 @@ def main() -> None:
             bench_scheduler(args.nodes, args.deployments, args.rounds)
     finally:
         activity.RECORDER.flush()  # now, while its test database still exists
-        connection.creation.destroy_test_db(test_db, verbosity=0)
+        test_db_destroy(test_db)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,9 @@ from templates_catalog.bundles import bundle_pack  # noqa: E402
 from templates_catalog.services import publisher_create, template_version_publish  # noqa: E402
 from tests.netutil import free_port  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from testdb import test_db_destroy  # noqa: E402
+
 VECTOR_STORE = ROOT / "fixtures" / "templates" / "vector-store"
 State = Deployment.State
 
@@ -186,7 +189,7 @@ def main() -> None:
               f"(the poller looks every 200 ms)")
     finally:
         activity.RECORDER.flush()  # now, while its test database still exists
-        connection.creation.destroy_test_db(test_db, verbosity=0)
+        test_db_destroy(test_db)
 
 
 if __name__ == "__main__":
