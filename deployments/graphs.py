@@ -10,6 +10,7 @@ from decimal import Decimal
 from urllib.parse import urlsplit, urlunsplit
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -141,11 +142,30 @@ def _taken(node: NodeCapacity, resources: Resources) -> NodeCapacity:
     )
 
 
+def graph_opens_lock(*, owner: AbstractBaseUser) -> None:
+    """Until the transaction ends, the owner's other graph opens wait: two deploys released
+    together (two tabs, a retrying script) would each find no part to reuse and each start
+    their own copies. The second one, let in after the first commits, reuses its parts.
+
+    The lock is the owner's user row, FOR NO KEY UPDATE: every owner has one (no row to
+    create, so no race creating it), and besides graph opens only what updates that row
+    waits on it (a login's last_login, a password change: rare and short). A plain FOR
+    UPDATE would also hold up every other transaction writing a row that refers to the
+    owner (its foreign key check takes FOR KEY SHARE): their single deployments, tokens,
+    memberships.
+
+    On SQLite this locks nothing: a transaction begins IMMEDIATE (hub_site/settings.py),
+    which already lets one writer in at a time."""
+    list(get_user_model().objects.select_for_update(no_key=True).filter(pk=owner.pk).values_list("pk", flat=True))
+
+
 def graph_parts_open(*, root: Deployment, graph: Graph, idle_timeout_seconds: int) -> list[Deployment]:
     """Inside the root's creating transaction: reuse or open each part, and an edge for
     every requirement of the root and of each part opened now (a reused part has its own).
-    Returns the parts opened now."""
+    Returns the parts opened now. The owner's graph opens take turns (graph_opens_lock),
+    so nothing slow belongs in that transaction."""
     owner = root.owner
+    graph_opens_lock(owner=owner)
     versions = graph_versions(graph)
     reused = reusable_parts(owner=owner, graph=graph, versions=versions)
     by_template: dict[str, Deployment] = {graph.root: root, **reused}

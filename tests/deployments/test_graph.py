@@ -6,21 +6,24 @@ an app lets go of what only it used."""
 import re
 import threading
 import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
 from deployments.endpoint_tokens import token_digest
 from deployments.flow import deployment_advance
-from deployments.graphs import graph_of, graph_plan
+from deployments.graphs import REUSABLE, graph_of, graph_opens_lock, graph_plan
 from deployments.models import Deployment, DeploymentEdge, EndpointToken
 from deployments.services import (
     DeploymentConflict,
     DeploymentRejected,
     deployment_create,
     deployment_delete,
+    deployment_plan,
     deployment_restart,
     deployment_stop,
 )
@@ -275,6 +278,135 @@ def test_two_apps_deleted_at_once_stop_the_shared_part_exactly_once(owner, app, 
     shared.refresh_from_db()
     assert shared.state == State.STOPPING and shared.deleted_at is not None
     assert shared.events.filter(to_state=State.STOPPING).count() == 1
+
+
+def at_once(*calls) -> tuple[list, list[Exception]]:
+    """Run each call in a thread of its own, all released together: (their results, in the
+    order of `calls`; the errors raised)."""
+    barrier = threading.Barrier(len(calls))
+    results, errors = [None] * len(calls), []
+
+    def run(index, call):
+        try:
+            barrier.wait(timeout=10)
+            results[index] = call()
+        except Exception as exc:  # reported below: the test must see every failure
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(index, call)) for index, call in enumerate(calls)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results, errors
+
+
+def in_thread(call) -> Future:
+    """Start `call` in a thread of its own, which closes its connection when done."""
+    def run():
+        try:
+            return call()
+        finally:
+            connection.close()
+
+    executor = ThreadPoolExecutor(max_workers=1)
+    future = executor.submit(run)
+    executor.shutdown(wait=False)
+    return future
+
+
+def live_deployments(owner) -> Counter:
+    """How many live deployments `owner` has of each template."""
+    live = Deployment.objects.filter(owner=owner, deleted_at__isnull=True, state__in=REUSABLE)
+    return Counter(live.values_list("version__template__name", flat=True))
+
+
+def deploy(owner, version, **options):
+    return lambda: deployment_create(owner=owner, version=version, inputs={}, **options)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_deploys_of_one_app_at_once_start_each_shared_part_once(owner, app, node_factory):
+    node_factory()
+
+    results, errors = at_once(deploy(owner, app), deploy(owner, app))
+
+    assert errors == []
+    first, second = (result.deployment for result in results)
+    assert live_deployments(owner) == {"agent": 2, "rag": 1, "embedder": 1, "store": 1}
+    shared = {name: part(first, name) for name in ("rag", "embedder", "store")}
+    assert {name: part(second, name) for name in shared} == shared
+    rag, embedder, store = shared.values()
+    edges = set(DeploymentEdge.objects.values_list("dependant_id", "requirement_id", "alias"))
+    assert edges == {
+        (first.pk, rag.pk, "rag"), (second.pk, rag.pk, "rag"),
+        (rag.pk, embedder.pk, "embeddings"), (rag.pk, store.pk, "vector_store"),
+    }
+    assert first.lock == second.lock == graph_resolve(app, user=owner).as_lock()
+    assert [p["template"] for p in rag.lock["parts"]] == ["embedder", "store", "rag"]
+    # And a third deploy's plan offers to reuse that one copy of each.
+    plan = deployment_plan(owner=owner, version=app)
+    assert {p.template: p.reuses for p in plan.parts} == {
+        "embedder": embedder.handle, "store": store.handle, "rag": rag.handle, "agent": "",
+    }
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_key_sent_twice_at_once_for_an_app_opens_its_graph_once(owner, app, node_factory):
+    node_factory()
+
+    results, errors = at_once(deploy(owner, app, idempotency_key="k"), deploy(owner, app, idempotency_key="k"))
+
+    assert errors == []
+    assert len({result.deployment.pk for result in results}) == 1
+    assert sorted(result.created for result in results) == [False, True]
+    assert live_deployments(owner) == {"agent": 1, "rag": 1, "embedder": 1, "store": 1}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_owners_deploying_at_once_each_get_parts_of_their_own(owner, user_factory, app, node_factory):
+    node_factory()
+    eve = user_factory("eve")
+
+    results, errors = at_once(deploy(owner, app), deploy(eve, app))
+
+    assert errors == []
+    for who, result in zip((owner, eve), results):
+        assert live_deployments(who) == {"agent": 1, "rag": 1, "embedder": 1, "store": 1}
+        assert {part(result.deployment, name).owner_id for name in ("rag", "embedder", "store")} == {who.pk}
+
+
+def waiting_on_a_lock() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        return cursor.fetchone()[0]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite lets one writer in at a time, whoever it is")
+@pytest.mark.django_db(transaction=True)
+def test_an_owners_graph_opens_wait_for_each_other_and_for_no_one_else(owner, user_factory, app, node_factory):
+    node_factory()
+    eve = user_factory("eve")
+
+    with transaction.atomic():
+        graph_opens_lock(owner=owner)  # as a graph open of dana's, still inserting its parts
+        mine = in_thread(deploy(owner, app))
+        theirs = in_thread(deploy(eve, app))
+        planned = in_thread(lambda: deployment_plan(owner=owner, version=app))
+
+        assert theirs.result(timeout=10).created and len(planned.result(timeout=10).parts) == 4
+        deadline = time.monotonic() + 10
+        while not waiting_on_a_lock() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waiting_on_a_lock() == 1 and not mine.done()
+
+    root = mine.result(timeout=10).deployment
+    assert live_deployments(owner) == {"agent": 1, "rag": 1, "embedder": 1, "store": 1}
+    assert part(root, "rag").owner_id == owner.pk
 
 
 def test_the_plan_places_parts_against_one_snapshot_and_prices_the_whole(owner, app, node_factory):
