@@ -33,9 +33,9 @@ template-env: venv
 run: venv static
 	DEBUG=1 $(PY) manage.py migrate --noinput
 	DEBUG=1 $(PY) manage.py seed_catalog
-	DEBUG=1 $(VENV)/bin/celery -A hub_site worker -B --schedule var/celerybeat-schedule --pool=solo --loglevel=warning & \
+	DEBUG=1 PORT=$(PORT) $(VENV)/bin/celery -A hub_site worker -B --schedule var/celerybeat-schedule --pool=solo --loglevel=warning & \
 	  trap 'kill $$! 2>/dev/null' EXIT INT TERM; \
-	  DEBUG=1 $(PY) manage.py serve --host $(HOST) --port $(PORT)
+	  DEBUG=1 PORT=$(PORT) $(PY) manage.py serve --host $(HOST) --port $(PORT)
 
 test: venv static template-env
 	$(PY) -m pytest -n $(TEST_PROCESSES) --dist loadfile

@@ -264,7 +264,7 @@ TRY_IT_MAX_ANSWER_BYTES = env_int("TRY_IT_MAX_ANSWER_BYTES", 2 * 1024 * 1024, mi
 # The hub as the endpoints themselves reach it: an app calls what it requires through the
 # gateway at <this>/d/<handle>/. Local processes reach the hub on loopback; containers on
 # the default bridge reach the host as host.docker.internal (the Docker runner maps it).
-GATEWAY_INTERNAL_URL = env_str("GATEWAY_INTERNAL_URL", "http://127.0.0.1:8000").rstrip("/")
+GATEWAY_INTERNAL_URL = env_str("GATEWAY_INTERNAL_URL", f"http://127.0.0.1:{env_int('PORT', 8000, minimum=1)}").rstrip("/")
 
 # Celery: a broker that needs no server by default (kombu's filesystem transport),
 # Redis or RabbitMQ in production through CELERY_BROKER_URL.

@@ -87,6 +87,14 @@ def test_settings_read_a_dotenv_file_and_the_environment_wins(tmp_path):
     assert overridden.stdout.strip() == "9"
 
 
+def test_the_gateway_url_endpoints_call_follows_the_port_make_run_serves_on(tmp_path):
+    # `make run PORT=8010`: an app's parts must call the hub on 8010, not on the default 8000.
+    assert _setting_in_a_fresh_process(tmp_path, "GATEWAY_INTERNAL_URL", PORT="8010").stdout.strip() == "http://127.0.0.1:8010"
+    assert _setting_in_a_fresh_process(tmp_path, "GATEWAY_INTERNAL_URL").stdout.strip() == "http://127.0.0.1:8000"
+    chosen = _setting_in_a_fresh_process(tmp_path, "GATEWAY_INTERNAL_URL", PORT="8010", GATEWAY_INTERNAL_URL="http://hub.lan:80")
+    assert chosen.stdout.strip() == "http://hub.lan:80"
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
