@@ -32,6 +32,12 @@ class Job(models.Model):
     version = models.ForeignKey(TemplateVersion, on_delete=models.PROTECT, related_name="jobs")
     build = models.ForeignKey(Build, on_delete=models.SET_NULL, null=True, blank=True, related_name="jobs")
     node = models.ForeignKey("deployments.Node", on_delete=models.PROTECT, null=True, blank=True, related_name="jobs")
+    # What it asks of its node (the manifest's resources): a running job holds it, as a
+    # running deployment does, so the scheduler never places two on the room of one.
+    gpus = models.PositiveSmallIntegerField(default=0)
+    gpu_memory_gb = models.DecimalField(max_digits=6, decimal_places=1, default=0)
+    cpu = models.DecimalField(max_digits=6, decimal_places=2, default=1)
+    memory_gb = models.DecimalField(max_digits=7, decimal_places=1, default=1)
     # The form's values; a file input is {"sha256": ..., "size": ..., "filename": ...}, stored by digest.
     inputs = models.JSONField(default=dict, blank=True)
     state = models.CharField(max_length=16, choices=State.choices, default=State.QUEUED, editable=False)

@@ -47,6 +47,7 @@ from templates_catalog.models import Build, TemplateVersion
 from templates_catalog.specs import manifest_of, resources_of
 
 from .flow import exit_reason, stop_quietly
+from .graphs import resource_fields
 from .job_transitions import TransitionRefused, job_transition, progress_after_commit
 from .models import Job, JobArtifact, JobEvent, Node
 from .nodes import node_register_local
@@ -128,7 +129,8 @@ def job_create(
     values = _validated_inputs(manifest, inputs, files)
     try:
         with transaction.atomic():
-            job = Job.objects.create(owner=owner, version=version, inputs=values, idempotency_key=idempotency_key or None)
+            job = Job.objects.create(owner=owner, version=version, inputs=values, idempotency_key=idempotency_key or None,
+                                     **resource_fields(manifest))
             JobEvent.objects.create(job=job, to_state=job.state, message="job requested")
             progress_after_commit(job)
     except IntegrityError:

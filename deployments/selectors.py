@@ -5,14 +5,14 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, FloatField, Q, QuerySet, Sum
+from django.db.models import Count, FloatField, IntegerField, Q, QuerySet, Sum, Value
 from django.db.models.functions import Cast
 from django.utils import timezone
 
 from runners.scheduler import NodeCapacity
 from templates_catalog.access import may_manage_deployment
 
-from .models import Deployment, DeploymentEvent, EndpointToken, Node
+from .models import Deployment, DeploymentEvent, EndpointToken, Job, Node
 
 
 @dataclass(frozen=True)
@@ -78,19 +78,25 @@ def deployment_events(deployment: Deployment) -> QuerySet[DeploymentEvent]:
 
 
 def node_usage(node_ids: list[int] | None = None) -> dict[int, NodeUsage]:
-    """What the deployments holding capacity use on each node (or only on `node_ids`):
-    one aggregate query."""
+    """What the deployments holding capacity and the running jobs use on each node (or only
+    on `node_ids`): one query (the two aggregates as one UNION ALL)."""
     holding = Deployment.objects.filter(node__isnull=False, state__in=Deployment.HOLDING)
+    running_jobs = Job.objects.filter(node__isnull=False, state=Job.State.RUNNING)
     if node_ids is not None:
-        holding = holding.filter(node_id__in=node_ids)
+        holding, running_jobs = holding.filter(node_id__in=node_ids), running_jobs.filter(node_id__in=node_ids)
+    used = dict(cpu=Sum("cpu"), memory_gb=Sum("memory_gb"), gpus=Sum("gpus"))
     rows = (
-        holding.values("node_id")
-        .annotate(cpu=Sum("cpu"), memory_gb=Sum("memory_gb"), gpus=Sum("gpus"), deployments=Count("pk"))
+        holding.order_by().values("node_id").annotate(**used, deployments=Count("pk"))
+        .union(running_jobs.order_by().values("node_id").annotate(**used, deployments=Value(0, IntegerField())), all=True)
     )
-    return {
-        row["node_id"]: NodeUsage(cpu=row["cpu"], memory_gb=row["memory_gb"], gpus=row["gpus"], deployments=row["deployments"])
-        for row in rows
-    }
+    usage: dict[int, NodeUsage] = {}
+    for row in rows:
+        before = usage.get(row["node_id"], NodeUsage())
+        usage[row["node_id"]] = NodeUsage(
+            cpu=before.cpu + row["cpu"], memory_gb=before.memory_gb + row["memory_gb"], gpus=before.gpus + row["gpus"],
+            deployments=before.deployments + row["deployments"],
+        )
+    return usage
 
 
 def schedulable_capacities() -> list[NodeCapacity]:

@@ -131,3 +131,29 @@ def test_an_empty_file_is_a_field_error(process_node, job_template, user_factory
     with pytest.raises(DeploymentRejected) as empty:
         start(job_template(), user_factory(), data=b"")
     assert empty.value.errors == [("inputs.dataset", "the file is empty")]
+
+
+def test_a_running_job_holds_its_nodes_room_until_it_ends(process_node, job_template, user_factory, django_assert_num_queries):
+    from decimal import Decimal
+
+    from deployments.selectors import node_usage, schedulable_capacities
+    from hub_site.backends import runner_for
+    from runners.base import Resources
+    from runners.scheduler import NoNodeFits, place
+
+    whole_node = {"gpus": 0, "cpu": float(process_node.cpus), "memory_gb": 1}
+    job = drive_job(start(job_template(resources=whole_node), user_factory(), mode="sleep"), until=(State.RUNNING,))
+    assert job.state == State.RUNNING and job.node == process_node
+    assert (job.cpu, job.memory_gb) == (Decimal(str(whole_node["cpu"])), Decimal(1))
+
+    with django_assert_num_queries(1):
+        used = node_usage()
+    assert used[process_node.pk].cpu == process_node.cpus and used[process_node.pk].deployments == 0
+    # The deploy flow and the next job see no room left on the only node.
+    with pytest.raises(NoNodeFits):
+        place(Resources(cpu=1, memory_gb=1), schedulable_capacities())
+
+    runner_for(process_node).remove_job(job.handle)
+    jobs_reconcile()
+    assert Job.objects.get(pk=job.pk).state == State.FAILED
+    assert place(Resources(cpu=1, memory_gb=1), schedulable_capacities()).node == process_node.name
