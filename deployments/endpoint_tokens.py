@@ -74,10 +74,11 @@ def endpoint_token_rotate(*, token: EndpointToken, rotated_by: AbstractBaseUser)
 def endpoint_token_mint_for_edge(*, edge: DeploymentEdge, dependant: Deployment) -> str:
     """A fresh token for `edge.dependant` to call `edge.requirement`, made at each launch of
     the dependant (the secret lives only in that run's environment); the token its previous
-    launch had is revoked in the same transaction. Returns the secret."""
+    launch had is deleted in the same transaction: every wake is a launch, and revoked rows
+    would pile up by the thousand on the requirement's tokens list. Returns the secret."""
     with transaction.atomic():
         if edge.token_id is not None:
-            EndpointToken.objects.filter(pk=edge.token_id, revoked_at__isnull=True).update(revoked_at=timezone.now())
+            EndpointToken.objects.filter(pk=edge.token_id).delete()
         created = _mint(deployment=edge.requirement, name=f"{dependant.handle} as {edge.alias}"[:64], expires_at=None)
         DeploymentEdge.objects.filter(pk=edge.pk).update(token=created.token)
         edge.token = created.token
