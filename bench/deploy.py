@@ -576,7 +576,7 @@ def wake_to_first_answer(version, owner, worker: InProcessWorker, runs: int) -> 
     secret = endpoint_token_create(deployment=ready, created_by=owner, name="bench").secret
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(DeploymentGateway.from_settings(), host="127.0.0.1", port=port,
-                                           loop="uvloop", http="httptools", lifespan="off", log_level="warning"))
+                                           loop="uvloop", http="httptools", lifespan="on", log_level="warning"))
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:
         time.sleep(0.02)

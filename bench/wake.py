@@ -119,7 +119,7 @@ def endpoint_that_answers() -> ThreadingHTTPServer:
 
 def gateway_served(port: int) -> uvicorn.Server:
     config = uvicorn.Config(DeploymentGateway.from_settings(), host="127.0.0.1", port=port, loop="uvloop",
-                            http="httptools", lifespan="off", log_level="warning", backlog=4096)
+                            http="httptools", lifespan="on", log_level="warning", backlog=4096)
     server = uvicorn.Server(config)
     threading.Thread(target=server.run, daemon=True).start()
     while not server.started:

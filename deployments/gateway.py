@@ -88,6 +88,9 @@ class DeploymentGateway:
         return cls(core=core, on_finish=on_finish)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
         if scope["type"] == "websocket":
             await refuse_websocket(scope, receive, send)
             return
@@ -124,6 +127,17 @@ class DeploymentGateway:
 
     async def aclose(self) -> None:
         await self.core.aclose()
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        # Served alone or as part of the hub: its upstream connections close with the server.
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
 
 
 async def endpoint_of(target: Target) -> str | Refusal:

@@ -22,21 +22,8 @@ freeze_startup_objects()
 
 
 async def application(scope, receive, send) -> None:
-    if scope["type"] == "lifespan":
-        await _lifespan(receive, send)
-    elif scope["path"].startswith(PREFIX):
+    # Django's handler speaks no lifespan; the gateway's closes its upstream connections.
+    if scope["type"] == "lifespan" or scope["path"].startswith(PREFIX):
         await gateway(scope, receive, send)
     else:
         await django_application(scope, receive, send)
-
-
-async def _lifespan(receive, send) -> None:
-    # Django's handler speaks no lifespan; the gateway closes its upstream connections here.
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await gateway.aclose()
-            await send({"type": "lifespan.shutdown.complete"})
-            return

@@ -47,3 +47,28 @@ def test_it_sends_d_paths_to_the_gateway(hub, upstream, user_factory, version, n
     answer = httpx.get(f"{hub}/d/{deployment.handle}/v1/models?x=1", headers={"Authorization": f"Bearer {secret}"})
     assert answer.status_code == 200
     assert (upstream.seen[-1]["path"], upstream.seen[-1]["query"]) == ("/v1/models", "x=1")
+
+
+def test_the_gateway_closes_its_upstream_connections_when_the_server_stops():
+    import asyncio
+
+    from deployments.gateway import DeploymentGateway
+
+    gateway = DeploymentGateway.from_settings()
+
+    async def start_and_stop() -> list[str]:
+        assert not gateway.core.session.closed  # the pool exists once the server runs
+        messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
+        sent = []
+
+        async def receive():
+            return next(messages)
+
+        async def send(message):
+            sent.append(message["type"])
+
+        await gateway({"type": "lifespan"}, receive, send)
+        return sent
+
+    assert asyncio.run(start_and_stop()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+    assert gateway.core._session is None
