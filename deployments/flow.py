@@ -26,7 +26,7 @@ from .graphs import requirements_waiting
 from .models import Deployment, Node
 from .nodes import node_register_local
 from .selectors import node_capacities, schedulable_capacities
-from .services import graph_release
+from .services import deployment_fail
 from .specs import launch_spec_for
 from .transitions import TransitionRefused, deployment_count_restart, deployment_transition
 
@@ -285,12 +285,9 @@ def stop_quietly(runner: Runner, handle: str) -> None:
 
 
 def _fail(deployment: Deployment, reason: str) -> None:
-    """Fail it; what its graph started for it and nothing else uses is stopped."""
+    """Fail it, and what it was started for (services.deployment_fail)."""
     try:
-        with transaction.atomic():
-            failed = deployment_transition(deployment_id=deployment.pk, to=State.FAILED, expect=(deployment.state,),
-                                           message=reason)
-            graph_release(deployment=failed)
+        deployment_fail(deployment=deployment, reason=reason, expect=(deployment.state,))
     except TransitionRefused as exc:
         logger.info("not failing %s: %s", deployment.handle, exc)
     return None

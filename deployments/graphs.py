@@ -142,13 +142,18 @@ def _taken(node: NodeCapacity, resources: Resources) -> NodeCapacity:
     )
 
 
-def graph_opens_lock(*, owner: AbstractBaseUser) -> None:
-    """Until the transaction ends, the owner's other graph opens wait: two deploys released
-    together (two tabs, a retrying script) would each find no part to reuse and each start
-    their own copies. The second one, let in after the first commits, reuses its parts.
+def graph_lock(*, owner_id: int) -> None:
+    """Until the transaction ends, the owner's other graph changes wait: opens, stops,
+    deletes and failures (services). Taken first, before any deployment row: two deploys
+    released together (two tabs, a retrying script) would each find no part to reuse and
+    each start their own copies; and a failure climbs up a graph locking each dependant
+    while a stop or delete goes down it locking each requirement, so two of them at once
+    in one graph (two parts failing together, a part failing while its app is stopped)
+    would each hold a row the other waits for. Parts are never shared between owners, so
+    one lock per owner covers every graph a change can reach.
 
     The lock is the owner's user row, FOR NO KEY UPDATE: every owner has one (no row to
-    create, so no race creating it), and besides graph opens only what updates that row
+    create, so no race creating it), and besides graph changes only what updates that row
     waits on it (a login's last_login, a password change: rare and short). A plain FOR
     UPDATE would also hold up every other transaction writing a row that refers to the
     owner (its foreign key check takes FOR KEY SHARE): their single deployments, tokens,
@@ -156,16 +161,16 @@ def graph_opens_lock(*, owner: AbstractBaseUser) -> None:
 
     On SQLite this locks nothing: a transaction begins IMMEDIATE (hub_site/settings.py),
     which already lets one writer in at a time."""
-    list(get_user_model().objects.select_for_update(no_key=True).filter(pk=owner.pk).values_list("pk", flat=True))
+    list(get_user_model().objects.select_for_update(no_key=True).filter(pk=owner_id).values_list("pk", flat=True))
 
 
 def graph_parts_open(*, root: Deployment, graph: Graph, idle_timeout_seconds: int) -> list[Deployment]:
     """Inside the root's creating transaction: reuse or open each part, and an edge for
     every requirement of the root and of each part opened now (a reused part has its own).
-    Returns the parts opened now. The owner's graph opens take turns (graph_opens_lock),
+    Returns the parts opened now. The owner's graph changes take turns (graph_lock),
     so nothing slow belongs in that transaction."""
     owner = root.owner
-    graph_opens_lock(owner=owner)
+    graph_lock(owner_id=owner.pk)
     versions = graph_versions(graph)
     reused = reusable_parts(owner=owner, graph=graph, versions=versions)
     by_template: dict[str, Deployment] = {graph.root: root, **reused}
@@ -205,10 +210,16 @@ def requirements_waiting(deployment: Deployment) -> tuple[bool, str]:
     for edge in edges:
         requirement = edge.requirement
         if requirement.state in GONE or requirement.deleted_at is not None:
-            what = f"{edge.alias} ({requirement.version.template.name} {requirement.version.version}, {requirement.handle})"
-            why = requirement.reason or f"it is {requirement.state}"
-            return False, f"its requirement {what} failed: {why}"
+            return False, requirement_failed(edge, requirement.reason or f"it is {requirement.state}")
     return any(edge.requirement.state not in UP for edge in edges), ""
+
+
+def requirement_failed(edge: DeploymentEdge, why: str) -> str:
+    """A dependant's failure reason when the requirement of `edge` failed for `why`: the
+    part named by its alias, template, version and handle."""
+    requirement = edge.requirement
+    what = f"{edge.alias} ({requirement.version.template.name} {requirement.version.version}, {requirement.handle})"
+    return f"its requirement {what} failed: {why}"
 
 
 def live_edges() -> QuerySet[DeploymentEdge]:
@@ -257,13 +268,16 @@ class GraphNode:
 
 def graph_of(deployment: Deployment) -> tuple[GraphNode, ...]:
     """The requirements of `deployment` as a tree with each part's current state: one
-    query per level of the graph."""
+    query per level of the graph. Released edges are drawn too: a stopped or failed app
+    still shows the graph it ran with, and which part failed. (A deployment's edges are
+    made once, when it is opened, and released all together, so they are all live or
+    all released.)"""
     edges_by_dependant: dict[int, list[DeploymentEdge]] = {}
     level = [deployment.pk]
     seen = set(level)
     while level:
         edges = list(
-            DeploymentEdge.objects.filter(dependant_id__in=level, released_at__isnull=True)
+            DeploymentEdge.objects.filter(dependant_id__in=level)
             .select_related("requirement__version__template", "requirement__node").order_by("alias")
         )
         for edge in edges:

@@ -13,6 +13,7 @@ from runners.base import NodeLost, NodeUnreachable, Runner, RunnerError, RunPhas
 
 from .flow import how_it_died, restarts_used_up
 from .models import Deployment, Job, Node
+from .services import deployment_fail
 from .specs import launch_spec_for
 from .transitions import TransitionRefused, deployment_transition
 
@@ -105,12 +106,12 @@ def _revive(runner: Runner, deployment: Deployment, run: RunState, report: Recon
     how = how_it_died(run)
     used_up = restarts_used_up(runner, deployment, run)
     if used_up:
-        _transition(deployment, State.FAILED, used_up, report.failed)
+        _fail(deployment, used_up, report)
         return
     try:
         runner.launch(launch_spec_for(deployment))
     except RunnerError as exc:
-        _transition(deployment, State.FAILED, f"the run died ({how}) and could not be relaunched: {exc}", report.failed)
+        _fail(deployment, f"the run died ({how}) and could not be relaunched: {exc}", report)
         return
     restarted = _transition(deployment, State.STARTING, f"restarted after {how}", report.restarted,
                             restarts=deployment.restarts + 1)
@@ -137,6 +138,16 @@ def _transition(deployment: Deployment, to: str, message: str, into: list[str], 
         return False
     into.append(deployment.handle)
     return True
+
+
+def _fail(deployment: Deployment, reason: str, report: ReconcileReport) -> None:
+    """Fail it, and the graph above it, as the flow does (services.deployment_fail)."""
+    try:
+        failed = deployment_fail(deployment=deployment, reason=reason, expect=(deployment.state,))
+    except TransitionRefused as exc:
+        logger.info("reconciler: %s", exc)
+        return
+    report.failed += [each.handle for each in failed]
 
 
 def _quietly(action, handle: str) -> None:

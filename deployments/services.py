@@ -1,6 +1,7 @@
 """Every write to a deployment goes through one of these functions (state itself only
 through `transitions.deployment_transition`)."""
 
+import logging
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -8,6 +9,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from hub_site.backends import runner_for
+from runners.base import RunnerError
 from runners.scheduler import NoNodeFits, place
 from templates_catalog.access import may_deploy
 from templates_catalog.manifest import Kind
@@ -15,14 +18,27 @@ from templates_catalog.models import TemplateVersion
 from templates_catalog.resolution import Graph, Part, ResolutionRefused, graph_resolve
 from templates_catalog.specs import manifest_of, resources_of
 
-from .graphs import Plan, edges_release, graph_parts_open, graph_plan, live_edges, resource_fields
+from .graphs import (
+    REUSABLE,
+    Plan,
+    edges_release,
+    graph_lock,
+    graph_parts_open,
+    graph_plan,
+    live_edges,
+    requirement_failed,
+    resource_fields,
+)
 from .models import MAX_IDLE_TIMEOUT_SECONDS, Deployment, DeploymentEdge, Node
 from .nodes import node_register_local
 from .selectors import node_capacities, schedulable_nodes
 from .specs import InputsInvalid, inputs_validate
-from .transitions import deployment_open, deployment_transition, send_progress
+from .transitions import TransitionRefused, deployment_open, deployment_transition, send_progress
 
+logger = logging.getLogger(__name__)
 State = Deployment.State
+# Up, asleep or on its way up: a dependant in one of these states fails when a part under it fails.
+ACTIVE = REUSABLE
 
 
 class DeploymentRejected(Exception):
@@ -173,6 +189,7 @@ def deployment_stop(*, deployment: Deployment, message: str = "stop requested") 
     """Stop it and free its node's capacity; its volume is kept. Stopping twice is fine.
     The parts of its graph that nothing else uses stop with it."""
     with transaction.atomic():
+        graph_lock(owner_id=deployment.owner_id)
         current = Deployment.objects.get(pk=deployment.pk)
         if current.state not in (State.STOPPING, State.STOPPED):
             current = deployment_transition(deployment_id=deployment.pk, to=State.STOPPING, message=message)
@@ -183,7 +200,8 @@ def deployment_stop(*, deployment: Deployment, message: str = "stop requested") 
 def graph_release(*, deployment: Deployment, delete: bool = False) -> None:
     """`deployment` no longer needs its requirements: release its edges, and stop (or, with
     `delete`, delete) each graph part no edge holds any more, down the graph. A deployment
-    its owner made directly is left as it is.
+    its owner made directly is left as it is, and a failed part stays failed (its reason
+    is the graph's story; its run, if any, is stopped by deployment_fail or the reconciler).
 
     Each requirement's row is locked before its edges are counted, in the order of their
     keys: two apps released at once that share a part see each other's release, so the
@@ -201,8 +219,57 @@ def graph_release(*, deployment: Deployment, delete: bool = False) -> None:
                 continue
             if delete:
                 deployment_delete(deployment=requirement, message=f"deleted with {deployment.handle}, the last that used it")
-            elif requirement.state not in (State.STOPPING, State.STOPPED):
+            elif requirement.state not in (State.STOPPING, State.STOPPED, State.FAILED):
                 deployment_stop(deployment=requirement, message=f"stopped with {deployment.handle}, the last that used it")
+
+
+def deployment_fail(*, deployment: Deployment, reason: str, expect: tuple[str, ...]) -> list[Deployment]:
+    """Fail `deployment` with `reason`, and the graph above it: each active dependant
+    still holding an edge to it fails too, its reason naming this part and carrying its
+    reason, and so on up to the app. What each of them alone used is stopped
+    (graph_release; a part its owner made directly never is), and the runs of the
+    dependants that were up are stopped once this commits. Returns every deployment
+    failed, this one first. TransitionRefused when it moved on from `expect` meanwhile.
+
+    Called by workers (the flow, the reconciler): stopping a run talks to its node."""
+    with transaction.atomic():
+        # Before any row: the climb up the graph locks dependants after their requirements,
+        # the reverse of a stop's way down; the owner's graph changes take turns instead.
+        graph_lock(owner_id=deployment.owner_id)
+        return _fail_up(deployment.pk, reason, expect)
+
+
+def _fail_up(deployment_id: int, reason: str, expect: tuple[str, ...]) -> list[Deployment]:
+    failed = [deployment_transition(deployment_id=deployment_id, to=State.FAILED, expect=expect, message=reason)]
+    graph_release(deployment=failed[0])
+    edges = (
+        live_edges().filter(requirement_id=deployment_id, dependant__state__in=ACTIVE, dependant__deleted_at__isnull=True)
+        .select_related("requirement__version__template", "dependant__node").order_by("dependant_id")
+    )
+    for edge in edges:
+        dependant = edge.dependant
+        try:
+            # Failed meanwhile by another way up (a diamond): refused, and left as it is.
+            failed += _fail_up(dependant.pk, requirement_failed(edge, reason), ACTIVE)
+        except TransitionRefused:
+            continue
+        if dependant.state in Deployment.AWAKE:
+            _run_stop_on_commit(dependant)
+    return failed
+
+
+def _run_stop_on_commit(deployment: Deployment) -> None:
+    """A failed deployment holds nothing on its node: its run must not keep using it. Should
+    the node not answer, the reconciler stops the run of a failed deployment when it does."""
+    node, handle = deployment.node, deployment.handle
+
+    def stop() -> None:
+        try:
+            runner_for(node).stop(handle)
+        except RunnerError as exc:
+            logger.warning("could not stop the run of failed %s: %s (the reconciler retries)", handle, exc)
+
+    transaction.on_commit(stop)
 
 
 def deployment_restart(*, deployment: Deployment) -> Deployment:
@@ -229,6 +296,7 @@ def deployment_delete(*, deployment: Deployment, message: str = "delete requeste
     log stay (marked deleted) for the record. The parts of its graph that nothing else
     uses are deleted with it."""
     with transaction.atomic():
+        graph_lock(owner_id=deployment.owner_id)
         current = Deployment.objects.select_for_update().get(pk=deployment.pk)
         if current.deleted_at is None:
             Deployment.objects.filter(pk=current.pk).update(deleted_at=timezone.now())

@@ -3,6 +3,7 @@ each dependant wired to its requirements through the gateway with a token made f
 edge; running parts are reused; a part that fails fails the graph; stopping or deleting
 an app lets go of what only it used."""
 
+import html
 import re
 import threading
 import time
@@ -16,18 +17,22 @@ from django.utils import timezone
 
 from deployments.endpoint_tokens import token_digest
 from deployments.flow import deployment_advance
-from deployments.graphs import REUSABLE, graph_of, graph_opens_lock, graph_plan
+from deployments.graphs import REUSABLE, graph_lock, graph_of, graph_plan
 from deployments.models import Deployment, DeploymentEdge, EndpointToken
+from deployments.reconcile import deployments_reconcile
 from deployments.services import (
     DeploymentConflict,
     DeploymentRejected,
     deployment_create,
     deployment_delete,
+    deployment_fail,
     deployment_plan,
     deployment_restart,
     deployment_stop,
 )
 from deployments.specs import launch_spec_for
+from deployments.transitions import TransitionRefused
+from runners.base import RunPhase
 from templates_catalog.models import TemplateVersion
 from templates_catalog.resolution import graph_resolve
 from templates_catalog.services import template_version_yank
@@ -187,8 +192,8 @@ def test_a_part_that_fails_fails_the_graph_with_its_reason_and_stops_what_was_st
 
     root, rag = drive_all(root, rag)
 
-    # rag failed, then was stopped with the app it was started for; its reason stays.
-    assert rag.events.filter(to_state=State.FAILED).exists() and rag.state in (State.STOPPING, State.STOPPED)
+    # rag failed with it and stays failed (nothing of it runs); its reason names the part.
+    assert rag.state == State.FAILED and not rag.events.filter(to_state=State.STOPPING).exists()
     assert rag.reason.startswith(f"its requirement embeddings (embedder 1.0.0, {embedder.handle}) failed: the build failed")
     assert root.state == State.FAILED and "no wheel for torch==9.9" in root.reason and root.reason.startswith("its requirement rag")
     store.refresh_from_db()
@@ -384,6 +389,8 @@ def test_two_owners_deploying_at_once_each_get_parts_of_their_own(owner, user_fa
 
 def waiting_on_a_lock() -> int:
     with connection.cursor() as cursor:
+        # Within a transaction the statistics views are read once and kept: read them afresh.
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
@@ -397,7 +404,7 @@ def test_an_owners_graph_opens_wait_for_each_other_and_for_no_one_else(owner, us
     eve = user_factory("eve")
 
     with transaction.atomic():
-        graph_opens_lock(owner=owner)  # as a graph open of dana's, still inserting its parts
+        graph_lock(owner_id=owner.pk)  # as a graph open of dana's, still inserting its parts
         mine = in_thread(deploy(owner, app))
         theirs = in_thread(deploy(eve, app))
         planned = in_thread(lambda: deployment_plan(owner=owner, version=app))
@@ -503,3 +510,204 @@ def test_the_api_answers_the_plan_on_a_dry_run_and_the_lock_after_a_deploy(signe
     made = signed_in.post("/api/v1/deployments/", {"template": "agent"}, content_type="application/json")
     assert made.status_code == 201
     assert {p["template"] for p in made.json()["lock"]["parts"]} == {"embedder", "store", "rag", "agent"}
+
+
+# --- a part failing while the graph runs -----------------------------------------------
+
+
+@pytest.fixture
+def engine(node_factory):
+    return fakes.ENGINES[node_factory().engine_url]
+
+
+def running_graph(owner, app) -> tuple[Deployment, Deployment, Deployment, Deployment]:
+    """(agent, rag, embedder, store), all running."""
+    root = deployment_create(owner=owner, version=app, inputs={}).deployment
+    deployments = drive_all(*graph_deployments(root))
+    assert [d.state for d in deployments] == [State.RUNNING] * 4
+    return tuple(deployments)
+
+
+def die_for_good(settings, engine, *deployments: Deployment, exit_code: int = 139) -> None:
+    """Their runs die, and the reconciler may not relaunch them."""
+    settings.DEPLOY_MAX_RESTARTS = 0
+    for deployment in deployments:
+        engine.kill(deployment.handle, exit_code)
+
+
+def alive(engine) -> set[str]:
+    return {handle for handle, run in engine.runs.items() if run.phase == RunPhase.RUNNING}
+
+
+def fresh(*deployments: Deployment) -> list[Deployment]:
+    return [Deployment.objects.get(pk=d.pk) for d in deployments]
+
+
+def failed_part(alias: str, deployment: Deployment) -> str:
+    """The start of a dependant's reason when this part of it failed."""
+    return f"its requirement {alias} ({deployment.version.template.name} 1.0.0, {deployment.handle}) failed: "
+
+
+def test_a_part_that_dies_for_good_while_running_fails_the_graph_above_it_and_stops_the_rest(
+    owner, app, engine, settings, django_capture_on_commit_callbacks,
+):
+    root, rag, embedder, store = running_graph(owner, app)
+    die_for_good(settings, engine, embedder)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        report = deployments_reconcile()
+
+    root, rag, embedder, store = fresh(root, rag, embedder, store)
+    assert embedder.state == State.FAILED and "died again after 0 restarts with exit code 139" in embedder.reason
+    assert rag.state == State.FAILED and rag.reason == failed_part("embeddings", embedder) + embedder.reason
+    assert root.state == State.FAILED and root.reason == failed_part("rag", rag) + rag.reason
+    assert "exit code 139" in root.reason  # the app's reason carries the part's own reason
+    assert report.failed == [embedder.handle, rag.handle, root.handle]
+    assert store.state == State.STOPPING and "the last that used it" in store.events.last().message
+    # The failed ones stay failed: nothing is stopped twice, their reasons stay on their pages.
+    assert not DeploymentEdge.objects.filter(released_at__isnull=True).exists()
+    assert not any(d.events.filter(to_state=State.STOPPING).exists() for d in (root, rag, embedder))
+    # rag's and the app's runs were stopped as they failed; store's stops with its flow.
+    assert alive(engine) == {store.handle}
+    drive_all(store)
+    assert alive(engine) == set()
+    # The next pass relaunches nothing.
+    again = deployments_reconcile()
+    assert (again.restarted, again.failed) == ([], [])
+    assert [d.state for d in fresh(root, rag, embedder, store)] == [State.FAILED] * 3 + [State.STOPPED]
+
+
+def test_a_part_shared_by_two_apps_fails_both(owner, app, engine, settings, django_capture_on_commit_callbacks):
+    first, second = two_apps_sharing_their_parts(owner, app)
+    rag, embedder = part(first, "rag"), part(first, "embedder")
+    die_for_good(settings, engine, embedder)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        deployments_reconcile()
+
+    first, second, rag = fresh(first, second, rag)
+    assert rag.state == State.FAILED
+    for root in (first, second):
+        assert root.state == State.FAILED and root.reason == failed_part("rag", rag) + rag.reason
+    assert alive(engine) == {part(first, "store").handle}  # stopping with its flow
+
+
+def test_a_deployment_its_owner_made_directly_fails_the_app_that_reused_it_and_is_left_as_it_failed(
+    owner, app, engine, settings, django_capture_on_commit_callbacks,
+):
+    embedder_version, store_version = (TemplateVersion.objects.get(template__name=name) for name in ("embedder", "store"))
+    my_embedder, my_store = drive_all(*(deployment_create(owner=owner, version=v, inputs={}).deployment
+                                        for v in (embedder_version, store_version)))
+    root, rag, embedder, store = running_graph(owner, app)
+    assert (embedder.pk, store.pk) == (my_embedder.pk, my_store.pk)
+    die_for_good(settings, engine, my_embedder)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        deployments_reconcile()
+
+    root, rag, my_embedder, my_store = fresh(root, rag, my_embedder, my_store)
+    assert rag.state == State.FAILED and rag.reason.startswith(failed_part("embeddings", my_embedder))
+    assert root.state == State.FAILED and root.reason.startswith(failed_part("rag", rag))
+    # Theirs: the one that failed is failed as it was (not stopped, not deleted); the other runs on.
+    assert my_embedder.state == State.FAILED and my_embedder.deleted_at is None
+    assert list(my_embedder.events.values_list("to_state", flat=True))[-1] == State.FAILED
+    assert my_store.state == State.RUNNING and alive(engine) == {my_store.handle}
+
+
+def test_two_parts_failing_in_one_pass_fail_the_graph_once(owner, app, engine, settings, django_capture_on_commit_callbacks):
+    root, rag, embedder, store = running_graph(owner, app)
+    die_for_good(settings, engine, embedder, store)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        report = deployments_reconcile()
+    root, rag, embedder, store = drive_all(root, rag, embedder, store)
+
+    # The first one seen fails the graph; the other was stopped with rag, before its turn came.
+    first, other = (embedder, store) if embedder.state == State.FAILED else (store, embedder)
+    assert (first.state, other.state) == (State.FAILED, State.STOPPED)
+    alias = {embedder.pk: "embeddings", store.pk: "vector_store"}[first.pk]
+    assert rag.state == State.FAILED and rag.reason == failed_part(alias, first) + first.reason
+    assert root.state == State.FAILED and root.events.filter(to_state=State.FAILED).count() == 1
+    assert report.failed == [first.handle, rag.handle, root.handle]
+    assert alive(engine) == set()
+
+
+def fail(deployment: Deployment):
+    """deployment_fail as the reconciler calls it; 'refused' when it moved on meanwhile."""
+    def call():
+        try:
+            return [d.handle for d in deployment_fail(deployment=deployment, reason="its run died", expect=(State.RUNNING,))]
+        except TransitionRefused:
+            return "refused"
+    return call
+
+
+def stop(deployment: Deployment):
+    return lambda: deployment_stop(deployment=deployment).state
+
+
+def lined_up_on(row: Deployment, *calls) -> list:
+    """Run each call in a thread of its own while this test holds `row` locked, and let them
+    go on only once every one waits on a lock: each has taken what it takes before `row`
+    (without the owner's graph lock, a row the other will want), so opposite orders deadlock."""
+    with transaction.atomic():
+        Deployment.objects.select_for_update().get(pk=row.pk)
+        futures = [in_thread(call) for call in calls]
+        deadline = time.monotonic() + 10
+        while waiting_on_a_lock() < len(calls) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert waiting_on_a_lock() == len(calls)
+    return [future.result(timeout=30) for future in futures]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite lets one writer in at a time, whoever it is")
+@pytest.mark.django_db(transaction=True)
+def test_two_parts_of_one_graph_failing_at_once_do_not_deadlock(owner, app, engine):
+    root, rag, embedder, store = running_graph(owner, app)
+    engine.kill(embedder.handle)
+    engine.kill(store.handle)
+
+    # Each failure climbs to rag, then rag's release locks both parts.
+    results = lined_up_on(rag, fail(embedder), fail(store))
+
+    # The first failure fails the graph, stopping the other part with rag; the other then finds it stopping.
+    first = (embedder, store)[1 - results.index("refused")]
+    assert [first.handle, rag.handle, root.handle] in results
+    states = {d.handle: d.state for d in drive_all(root, rag, embedder, store)}
+    assert states[root.handle] == states[rag.handle] == State.FAILED
+    assert sorted((states[embedder.handle], states[store.handle])) == [State.FAILED, State.STOPPED]
+    assert alive(engine) == set()
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite lets one writer in at a time, whoever it is")
+@pytest.mark.django_db(transaction=True)
+def test_a_part_failing_while_its_app_is_stopped_does_not_deadlock(owner, app, engine):
+    root, rag, embedder, store = running_graph(owner, app)
+    engine.kill(embedder.handle)
+
+    # The stop goes down through rag to embedder; the failure climbs from embedder to rag.
+    stopped, failed = lined_up_on(rag, stop(root), fail(embedder))
+
+    assert stopped == State.STOPPING and failed in ("refused", [embedder.handle, rag.handle, root.handle])
+    settled = drive_all(root, rag, embedder, store)
+    assert {d.state for d in settled} <= {State.FAILED, State.STOPPED}
+    assert alive(engine) == set()
+
+
+def test_the_page_of_an_app_whose_part_failed_says_which_and_why(
+    signed_in, owner, app, engine, settings, django_capture_on_commit_callbacks,
+):
+    root, rag, embedder, store = running_graph(owner, app)
+    die_for_good(settings, engine, embedder)
+    with django_capture_on_commit_callbacks(execute=True):
+        deployments_reconcile()
+
+    page = signed_in.get(reverse("deployments:detail", args=[root.handle])).content.decode()
+
+    assert re.search(r'class="state-line"><span [^>]*data-state="failed"', page)
+    reason = html.unescape(re.search(r'<pre class="reason">(.*?)</pre>', page, re.DOTALL).group(1))
+    assert reason.startswith(failed_part("rag", rag) + failed_part("embeddings", embedder) + "the run died again")
+    # The graph it ran with, with the part that failed and the one stopped with it.
+    assert re.search(r'data-template="rag">.*?data-state="failed"', page, re.DOTALL)
+    assert re.search(r'data-template="embedder">.*?data-state="failed".*?class="reason">the run died again', page, re.DOTALL)
+    assert re.search(r'data-template="store">.*?data-state="stopping"', page, re.DOTALL)
