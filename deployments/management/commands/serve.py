@@ -1,3 +1,5 @@
+import os
+
 from django.core.management.base import BaseCommand
 
 from hub_site.serve import serve
@@ -10,7 +12,8 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--host", default="127.0.0.1")
-        parser.add_argument("--port", type=int, default=8000)
+        # PORT as the settings read it: the default GATEWAY_INTERNAL_URL follows it.
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
 
     def handle(self, *args, host: str, port: int, **options):
         serve(host, port)
