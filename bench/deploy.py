@@ -105,6 +105,7 @@ from hub_site.backends import build_backend, runner_for  # noqa: E402
 from hub_site.celery import freeze_startup_objects  # noqa: E402
 from runners.base import Resources  # noqa: E402
 from runners.docker import DockerRunner, container_name  # noqa: E402
+from runners.harness.upstream import UPSTREAM_TOKEN_HEADER  # noqa: E402
 from runners.scheduler import place  # noqa: E402
 from templates_catalog import builds  # noqa: E402
 from templates_catalog.bundles import bundle_pack  # noqa: E402
@@ -493,7 +494,9 @@ def gateway_runs(running: Deployment, secret: str, clients: int, requests: int, 
         process, base = serve_hub(Path(scratch) / "hub.log", profile, cores.hub)
         try:
             targets = {
-                "direct": (f"{running.endpoint}/v1/embeddings", {}),
+                # The run's own port answers only with what the gateway adds: the same load both ways.
+                "direct": (f"{running.endpoint}/v1/embeddings",
+                           {UPSTREAM_TOKEN_HEADER.decode(): running.upstream_token}),
                 "gateway": (f"{base}/d/{running.handle}/v1/embeddings", {"Authorization": f"Bearer {secret}"}),
             }
             _check_answers(targets)

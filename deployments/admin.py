@@ -112,6 +112,9 @@ class DeploymentEventInline(admin.TabularInline):
         return False
 
 
+HIDDEN_DEPLOYMENT_FIELDS = frozenset({"upstream_token"})
+
+
 @admin.register(Deployment)
 class DeploymentAdmin(admin.ModelAdmin):
     list_display = ["handle", "owner", "version", "state", "node", "restarts", "created_at", "deleted_at"]
@@ -122,7 +125,8 @@ class DeploymentAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # State changes only through the transition function; the admin shows, never edits.
-        return [field.name for field in Deployment._meta.fields]
+        # The upstream token is not shown even here: only the gateway and the run need it.
+        return [field.name for field in Deployment._meta.fields if field.name not in HIDDEN_DEPLOYMENT_FIELDS]
 
     def has_add_permission(self, request) -> bool:
         return False

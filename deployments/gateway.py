@@ -20,7 +20,7 @@ import functools
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -61,6 +61,8 @@ class Target:
     going_to_sleep: bool
     endpoint: str
     max_body_bytes: int
+    # Sent to its run, which answers nothing else; kept out of reprs (logs, tracebacks).
+    upstream_token: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ class DeploymentGateway:
         activity_started(deployment_id=target.deployment_id)
         try:
             await self.core.forward(
-                scope, receive, send, upstream=endpoint, path=path,
+                scope, receive, send, upstream=endpoint, path=path, upstream_token=target.upstream_token,
                 max_body_bytes=target.max_body_bytes, on_finish=lambda result: self.on_finish(target.deployment_id, result),
             )
         finally:
@@ -166,7 +168,7 @@ def target_for(deployment: Deployment) -> Target:
     serve = deployment.version.manifest.get("serve") or {}
     return Target(deployment_id=deployment.pk, handle=deployment.handle, seen_state=deployment.state,
                   going_to_sleep=deployment.sleep_started_at is not None, endpoint=deployment.endpoint,
-                  max_body_bytes=_body_limit(serve.get("max_body_bytes")))
+                  max_body_bytes=_body_limit(serve.get("max_body_bytes")), upstream_token=deployment.upstream_token)
 
 
 async def deployment_call(*, target: Target, method: str, path: str, query: str = "", body: bytes = b"",
@@ -266,7 +268,7 @@ def live_targets(*, digest: str, handle: str):
             token_sha256=digest, revoked_at__isnull=True, deployment__handle=handle, deployment__deleted_at__isnull=True,
         )
         .values_list("deployment_id", "deployment__state", "deployment__sleep_started_at", "deployment__endpoint",
-                     "deployment__version__manifest__serve__max_body_bytes")
+                     "deployment__version__manifest__serve__max_body_bytes", "deployment__upstream_token")
         .order_by()[:1]
     )
 
@@ -297,10 +299,10 @@ def target_of(digest: str, handle: str) -> Target | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    deployment_id, seen_state, sleep_started_at, endpoint, max_body_bytes = row
+    deployment_id, seen_state, sleep_started_at, endpoint, max_body_bytes, upstream_token = row
     return Target(deployment_id=deployment_id, handle=handle, seen_state=seen_state,
                   going_to_sleep=sleep_started_at is not None, endpoint=endpoint,
-                  max_body_bytes=_body_limit(max_body_bytes))
+                  max_body_bytes=_body_limit(max_body_bytes), upstream_token=upstream_token)
 
 
 def _body_limit(raw: object) -> int:

@@ -21,6 +21,10 @@ def new_handle() -> str:
     return "d-" + "".join(secrets.choice(HANDLE_ALPHABET) for _ in range(10))
 
 
+def new_upstream_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
 class NodePool(models.Model):
     """A swarm or a Kubernetes cluster whose nodes the hub registered together
     (`manage.py node_pool_add`); refreshing it updates its nodes' rows."""
@@ -121,6 +125,9 @@ class Deployment(models.Model):
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING, editable=False)
     reason = models.TextField(blank=True, default="")
     endpoint = models.CharField(max_length=300, blank=True, default="")
+    # Its run answers only requests that carry this (`X-Hub-Upstream-Token`, which the gateway
+    # adds), health and ready excepted: its own port is no way in. Never shown anywhere.
+    upstream_token = models.CharField(max_length=64, default=new_upstream_token, editable=False)
     price_per_hour = models.DecimalField(max_digits=9, decimal_places=4, null=True, blank=True)
     idempotency_key = models.CharField(max_length=100, null=True, blank=True)
     restarts = models.PositiveIntegerField(default=0)

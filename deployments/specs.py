@@ -4,6 +4,7 @@ inputs, validated by type, and its own environment and labels."""
 import math
 
 from runners.base import LaunchSpec
+from runners.harness.upstream import UPSTREAM_TOKEN_ENV
 from templates_catalog.manifest import Manifest
 from templates_catalog.manifest.schema import Input, InputType
 from templates_catalog.specs import launch_spec_of, manifest_of
@@ -23,12 +24,15 @@ class InputsInvalid(Exception):
 
 def launch_spec_for(deployment: Deployment) -> LaunchSpec:
     """The catalog's launch adapter, with what belongs to this deployment: its inputs as
-    `INPUT_<NAME>` (the harness reads those), its handle, its labels, and for each of its
-    requirements `<ALIAS>_URL` and `<ALIAS>_TOKEN` (a token minted for this launch)."""
+    `INPUT_<NAME>` (the harness reads those), its handle, its labels, its upstream token (the
+    harness then answers only the gateway), and for each of its requirements `<ALIAS>_URL`
+    and `<ALIAS>_TOKEN` (a token minted for this launch)."""
     manifest = manifest_of(deployment.version)
     environment = {f"INPUT_{name.upper()}": env_text(value) for name, value in deployment.inputs.items()}
     environment["HUB_DEPLOYMENT"] = deployment.handle
     environment.update(graph_environment(deployment))
+    # Last: a requirement aliased `hub_upstream` must not replace the lock's token with its own.
+    environment[UPSTREAM_TOKEN_ENV] = deployment.upstream_token
     return launch_spec_of(
         deployment.version,
         deployment=deployment.handle,

@@ -8,6 +8,9 @@ by the hub (deployments/gateway.py).
 - Request and response bodies stream chunk by chunk, both ways; nothing is buffered whole.
 - The hub's own credentials (`Authorization`, `Cookie`) and hop-by-hop headers never reach
   the upstream; `X-Forwarded-For/-Proto/-Host` tell it who asked.
+- The deployment's upstream token goes along as `X-Hub-Upstream-Token`: its run answers only
+  requests that carry it (runners/harness/upstream.py). A client's own header of that name
+  is dropped, and one in an answer never reaches the client.
 - A body over `max_body_bytes` is refused with 413: by its Content-Length before any
   connection is made, or, when it arrives in chunks, as soon as it grows past the limit.
 - A client that disconnects while its answer streams closes the upstream connection at
@@ -24,6 +27,8 @@ import aiohttp
 from multidict import CIMultiDict
 from yarl import URL
 
+from runners.harness.upstream import UPSTREAM_TOKEN_HEADER
+
 Scope = dict
 Receive = Callable[[], Awaitable[dict]]
 Send = Callable[[dict], Awaitable[None]]
@@ -34,10 +39,12 @@ HOP_BY_HOP = frozenset({
     b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
 # The hub's credentials and what the proxy sets itself.
-NOT_FORWARDED = HOP_BY_HOP | {b"authorization", b"cookie", b"host", b"x-forwarded-proto", b"x-forwarded-host"}
+NOT_FORWARDED = HOP_BY_HOP | {
+    b"authorization", b"cookie", b"host", b"x-forwarded-proto", b"x-forwarded-host", UPSTREAM_TOKEN_HEADER,
+}
 # The endpoint answers on the hub's origin: it may not set the hub's cookies, and the server
-# in front (uvicorn) writes its own Date and Server.
-NOT_RETURNED = HOP_BY_HOP | {b"set-cookie", b"date", b"server"}
+# in front (uvicorn) writes its own Date and Server. Nor may it hand back its upstream token.
+NOT_RETURNED = HOP_BY_HOP | {b"set-cookie", b"date", b"server", UPSTREAM_TOKEN_HEADER}
 # Whatever a template answers is data, never a page that runs in the hub's origin.
 RETURNED_EXTRA = [(b"content-security-policy", b"sandbox"), (b"x-content-type-options", b"nosniff")]
 
@@ -113,13 +120,15 @@ class Gateway:
             self._session = None
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, *, upstream: str, path: str,
-                      max_body_bytes: int, on_finish: OnFinish | None = None) -> ProxyResult:
-        """Send the request in `scope` to `upstream` + `path` (the query string is kept)
-        and stream the answer to `send`. Every outcome ends in a response and a result."""
+                      upstream_token: str, max_body_bytes: int, on_finish: OnFinish | None = None) -> ProxyResult:
+        """Send the request in `scope` to `upstream` + `path` (the query string is kept),
+        with `upstream_token` as `X-Hub-Upstream-Token`, and stream the answer to `send`.
+        Every outcome ends in a response and a result."""
         started = time.perf_counter()
         exchange = _Exchange(send)
         try:
-            await self._forward(scope, receive, exchange, upstream=upstream, path=path, max_body_bytes=max_body_bytes)
+            await self._forward(scope, receive, exchange, upstream=upstream, path=path, upstream_token=upstream_token,
+                                max_body_bytes=max_body_bytes)
         finally:
             result = ProxyResult(
                 status=exchange.status, bytes_in=exchange.bytes_in, bytes_out=exchange.bytes_out,
@@ -130,7 +139,7 @@ class Gateway:
         return result
 
     async def _forward(self, scope: Scope, receive: Receive, exchange: "_Exchange", *, upstream: str, path: str,
-                       max_body_bytes: int) -> None:
+                       upstream_token: str, max_body_bytes: int) -> None:
         if is_websocket(scope):
             await exchange.refuse(501, "websocket connections are not supported by the gateway yet: use plain HTTP requests")
             return
@@ -141,7 +150,8 @@ class Gateway:
         try:
             body = await _request_body(receive, exchange, max_body_bytes)
             response = await self.session.request(
-                scope["method"], URL(_upstream_url(upstream, path, scope), encoded=True), headers=_header_dict(scope),
+                scope["method"], URL(_upstream_url(upstream, path, scope), encoded=True),
+                headers=_header_dict(scope, upstream_token),
                 data=body or None, allow_redirects=False,
             )
         except ClientGone:
@@ -166,8 +176,10 @@ class Gateway:
                 response.close()
 
 
-def _header_dict(scope: Scope) -> CIMultiDict:
-    return CIMultiDict((name.decode("latin-1"), value.decode("latin-1")) for name, value in forwarded_headers(scope))
+def _header_dict(scope: Scope, upstream_token: str) -> CIMultiDict:
+    headers = CIMultiDict((name.decode("latin-1"), value.decode("latin-1")) for name, value in forwarded_headers(scope))
+    headers[UPSTREAM_TOKEN_HEADER.decode()] = upstream_token
+    return headers
 
 
 class _Exchange:

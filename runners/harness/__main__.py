@@ -13,6 +13,7 @@ from .device import device
 from .loader import load_handler
 from .manifest import export_input_defaults, max_body_bytes, read_serve_config
 from .threads import export_thread_defaults
+from .upstream import upstream_token_from
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,6 +31,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Before the handler is imported: it never sees the token.
+    upstream_token = upstream_token_from(os.environ)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = read_serve_config(args.template_dir)
     export_input_defaults(config.input_defaults)
@@ -42,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     def stop_server() -> None:
         server.should_exit = True
 
-    app, state = build_app(handler, config, max_body_bytes=max_body_bytes(args.max_body_bytes, config), on_setup_failed=stop_server)
+    app, state = build_app(handler, config, max_body_bytes=max_body_bytes(args.max_body_bytes, config),
+                           on_setup_failed=stop_server, upstream_token=upstream_token)
     port = args.port if args.port is not None else int(os.environ.get("PORT", config.port))
     server = uvicorn.Server(
         uvicorn.Config(app, host=args.host, port=port, log_level=args.log_level.lower(), access_log=False)

@@ -23,6 +23,7 @@ from . import jsonio
 from .batching import DynamicBatcher
 from .manifest import ServeConfig
 from .metrics import Metrics
+from .upstream import ASGIApp, UpstreamLock
 
 log = logging.getLogger("harness")
 
@@ -76,9 +77,15 @@ def build_app(
     max_body_bytes: int,
     metrics: Metrics | None = None,
     on_setup_failed: Callable[[], None] = lambda: None,
-) -> tuple[Starlette, ServingState]:
+    upstream_token: str | None = None,
+) -> tuple[ASGIApp, ServingState]:
+    """The handler's application; with `upstream_token`, locked to callers that send it
+    (the hub's gateway), its health and ready paths excepted."""
     served = ServedHandler(handler, config, max_body_bytes, metrics or Metrics(), on_setup_failed)
-    return Starlette(routes=served.routes(), lifespan=served.lifespan), served.state
+    app = Starlette(routes=served.routes(), lifespan=served.lifespan)
+    if upstream_token is None:
+        return app, served.state
+    return UpstreamLock(app, token=upstream_token, open_paths=(config.health_path, config.ready_path)), served.state
 
 
 class ServedHandler:

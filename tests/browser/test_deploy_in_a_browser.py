@@ -10,15 +10,18 @@ import io
 import json
 import re
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
-from deployments.models import Node
+from deployments.models import Deployment, Node
 from templates_catalog import builds
 from templates_catalog.bundles import bundle_pack
 from templates_catalog.services import template_version_publish
+from tests.deployments.conftest import upstream_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 MINILM = ROOT / "fixtures" / "templates" / "minilm-embeddings"
@@ -95,7 +98,7 @@ def test_a_new_user_deploys_minilm_and_calls_its_endpoint(live_server, hub, work
         # The page sends its user to the hub's gateway (tests/browser/test_endpoint_in_a_browser.py
         # calls it with a token); the run itself answers on the port the hub reaches it at.
         assert page.locator(".deployment-state .endpoint").inner_text() == f"{live_server.url}/d/{handle}/…"
-        vectors = _embed(_runner(flow_settings).status(handle).endpoint, ["a new user deploys MiniLM", "and calls it"])
+        vectors = _embed(handle, flow_settings, ["a new user deploys MiniLM", "and calls it"])
         assert len(vectors) == 2 and all(len(vector) == 384 for vector in vectors)
         assert all(isinstance(value, float) for value in vectors[0])
 
@@ -106,7 +109,7 @@ def test_a_new_user_deploys_minilm_and_calls_its_endpoint(live_server, hub, work
         shown = page.locator("#try-answer pre.try-text")
         shown.wait_for(timeout=120_000)
         tried = json.loads(shown.inner_text())
-        (direct,) = _embed(_runner(flow_settings).status(handle).endpoint, ["a new user tries MiniLM"])
+        (direct,) = _embed(handle, flow_settings, ["a new user tries MiniLM"])
         assert len(tried) == 384 and tried == pytest.approx(direct, abs=1e-6)
         assert page.evaluate("window.loadedOnce") is True
     finally:
@@ -148,11 +151,26 @@ def _states_until_running(page, worker_log: Path) -> list[str]:
     return [state for index, state in enumerate(seen) if index == 0 or state != seen[index - 1]]
 
 
-def _embed(endpoint: str, texts: list[str]) -> list[list[float]]:
+def _embed(handle: str, flow_settings: dict, texts: list[str]) -> list[list[float]]:
+    """`texts` embedded by the deployment's run itself, at its own port, with what the gateway adds."""
+    endpoint = _runner(flow_settings).status(handle).endpoint
+    headers = {"Content-Type": "application/json", **_upstream_headers_of(handle)}
     body = json.dumps({"input": texts, "model": "all-MiniLM-L6-v2"}).encode()
-    request = urllib.request.Request(f"{endpoint}/v1/embeddings", data=body, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(f"{endpoint}/v1/embeddings", data=body, headers=headers)
     with urllib.request.urlopen(request, timeout=60) as answer:
         return [item["embedding"] for item in json.load(answer)["data"]]
+
+
+def _upstream_headers_of(handle: str) -> dict[str, str]:
+    # Playwright's event loop runs in this thread: the ORM answers only in another one.
+    def read() -> dict[str, str]:
+        try:
+            return upstream_headers(Deployment.objects.get(handle=handle))
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(read).result()
 
 
 def _runner(flow_settings: dict):

@@ -9,6 +9,7 @@ import yaml
 from deployments import transitions
 from deployments.flow import deployment_advance
 from deployments.models import Deployment, Node
+from runners.harness.upstream import UPSTREAM_TOKEN_HEADER
 from templates_catalog import builds
 from templates_catalog.bundles import bundle_pack
 from templates_catalog.models import Build
@@ -88,6 +89,12 @@ def text_generator(deploy_settings, publisher, tmp_path):
     command[command.index("--steps") + 1] = TRAINING_STEPS
     (folder / "hub.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
     return template_version_publish(publisher=publisher, bundle=io.BytesIO(bundle_pack(folder))).version
+
+
+def upstream_headers(deployment: Deployment) -> dict[str, str]:
+    """What the gateway adds to reach `deployment`'s run directly, at its `endpoint`: without
+    it, the run answers only its health and ready paths."""
+    return {UPSTREAM_TOKEN_HEADER.decode(): deployment.upstream_token}
 
 
 def finish_build(deployment: Deployment, *, error: str = "") -> None:

@@ -24,7 +24,7 @@ from runners.docker import APP_USER, PIDS_LIMIT, container_name
 from templates_catalog.bundles import bundle_pack
 from templates_catalog.services import template_version_publish
 
-from .conftest import drive_for_real
+from .conftest import drive_for_real, upstream_headers
 
 State = Deployment.State
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,9 +46,11 @@ def minilm(docker_settings, publisher):
 
 
 
-def embed(endpoint: str, texts: list[str]) -> list[list[float]]:
+def embed(deployment: Deployment, texts: list[str]) -> list[list[float]]:
+    """`texts` embedded by the deployment's run itself, at its own port."""
     body = json.dumps({"input": texts, "model": "all-MiniLM-L6-v2"}).encode()
-    request = urllib.request.Request(f"{endpoint}/v1/embeddings", data=body, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(f"{deployment.endpoint}/v1/embeddings", data=body,
+                                     headers={"Content-Type": "application/json", **upstream_headers(deployment)})
     with urllib.request.urlopen(request, timeout=60) as answer:
         return [item["embedding"] for item in json.load(answer)["data"]]
 
@@ -85,7 +87,7 @@ def test_minilm_deploys_on_docker_hardened_answers_survives_a_kill_and_leaves_no
         running = drive_for_real(deployment, steps=STEPS_UNTIL_RUNNING, pause=0.5)
         print(f"\nMiniLM on Docker: build and start took {time.monotonic() - started:.1f} s")
         assert running.state == State.RUNNING, running.reason
-        vectors = embed(running.endpoint, ["the hub deploys MiniLM on Docker", "and it answers"])
+        vectors = embed(running, ["the hub deploys MiniLM on Docker", "and it answers"])
         assert [len(vector) for vector in vectors] == [384, 384]
         assert all(isinstance(value, float) for value in vectors[0])
         assert_hardened(docker_client.containers.get(name).attrs, running)
@@ -96,7 +98,7 @@ def test_minilm_deploys_on_docker_hardened_answers_survives_a_kill_and_leaves_no
         assert report.restarted == [running.handle]
         again = drive_for_real(running, steps=STEPS_UNTIL_RUNNING, pause=0.5)
         assert again.state == State.RUNNING and again.restarts == 1, again.reason
-        assert [len(vector) for vector in embed(again.endpoint, ["back again"])] == [384]
+        assert [len(vector) for vector in embed(again, ["back again"])] == [384]
         assert_hardened(docker_client.containers.get(name).attrs, again)
     finally:
         deployment_delete(deployment=deployment)

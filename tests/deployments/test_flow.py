@@ -50,7 +50,8 @@ def test_a_deployment_goes_from_pending_to_running_and_answers(owner, version, n
     ]
     spec = fakes.ENGINES["fake://cheap"].runs[deployment.handle].spec
     assert spec.image == deployment.build.image_reference and spec.resources.cpu == 2.0
-    assert spec.environment == {"INPUT_NORMALIZE": "false", "HUB_DEPLOYMENT": deployment.handle}
+    assert spec.environment == {"INPUT_NORMALIZE": "false", "HUB_DEPLOYMENT": deployment.handle,
+                                "HUB_UPSTREAM_TOKEN": deployment.upstream_token}
 
 
 def test_placement_counts_what_already_runs(owner, version, node_factory):

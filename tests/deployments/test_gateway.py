@@ -91,6 +91,35 @@ def test_it_forwards_a_request_with_the_deployments_token(hub, owned):
     assert hub.finished.calls[0][1].status == 200
 
 
+def test_the_upstream_gets_the_deployments_own_upstream_token_and_no_clients(hub, owned, user_factory, version):
+    stranger = user_factory("stranger")
+    theirs = running(stranger, version, hub.upstream.url)
+    their_secret = endpoint_token_create(deployment=theirs, created_by=stranger, name="theirs").secret
+    # A client that knows (or guesses) a deployment's upstream token cannot send it on.
+    injected = {"X-Hub-Upstream-Token": theirs.upstream_token}
+    answer = call(hub, owned.deployment, secret=owned.secret, headers=injected)
+    assert answer.status_code == 200
+    tokens = [value for name, value in hub.upstream.seen[-1]["headers"] if name == "x-hub-upstream-token"]
+    assert tokens == [owned.deployment.upstream_token]
+    # The recording upstream hands it back as a header: the gateway does not pass that on.
+    assert "x-hub-upstream-token" not in answer.headers
+    assert call(hub, theirs, secret=their_secret).status_code == 200
+    tokens = [value for name, value in hub.upstream.seen[-1]["headers"] if name == "x-hub-upstream-token"]
+    assert tokens == [theirs.upstream_token] != [owned.deployment.upstream_token]
+
+
+def test_refusals_carry_no_upstream_token(hub, owned):
+    answers = [
+        call(hub, owned.deployment),
+        call(hub, owned.deployment, secret="hubep_" + "x" * 43),
+    ]
+    deployment_stop(deployment=owned.deployment)
+    answers.append(call(hub, owned.deployment, secret=owned.secret))
+    assert [answer.status_code for answer in answers] == [401, 404, 503]
+    for answer in answers:
+        assert owned.deployment.upstream_token not in answer.text + str(answer.headers)
+
+
 def test_without_a_bearer_token_it_answers_401_with_a_challenge(hub, owned):
     answer = call(hub, owned.deployment)
     assert answer.status_code == 401
@@ -177,6 +206,8 @@ def test_a_gateway_request_costs_one_query(owned, django_assert_num_queries, mon
     with django_assert_num_queries(1):
         target = target_of.func(token_digest(owned.secret), owned.deployment.handle)
     assert target.deployment_id == owned.deployment.pk and target.endpoint == owned.deployment.endpoint
+    assert target.upstream_token == owned.deployment.upstream_token
+    assert owned.deployment.upstream_token not in repr(target)  # logs and tracebacks show targets
     with django_assert_num_queries(1):
         assert target_of.func(token_digest("hubep_wrong"), owned.deployment.handle) is None
     # And each request does exactly one lookup, whatever its outcome.

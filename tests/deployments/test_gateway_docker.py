@@ -1,5 +1,6 @@
 """The done-when of the gateway, on a real Docker Engine: MiniLM deployed, called through
-the hub as `make run` serves it (uvicorn, hub_site.asgi) at /d/<handle>/v1/embeddings."""
+the hub as `make run` serves it (uvicorn, hub_site.asgi) at /d/<handle>/v1/embeddings; and
+the container's own published port, the way around the gateway, locked."""
 
 import io
 import time
@@ -16,7 +17,7 @@ from templates_catalog.bundles import bundle_pack
 from templates_catalog.services import template_version_publish
 from tests.gateway.conftest import hub_server
 
-from .conftest import drive_for_real
+from .conftest import drive_for_real, upstream_headers
 from .test_docker_flow import MINILM, STEPS_UNTIL_RUNNING
 
 State = Deployment.State
@@ -48,12 +49,32 @@ def test_minilm_answers_through_the_gateway_with_its_token_and_only_with_it(
             vectors = [item["embedding"] for item in answer.json()["data"]]
             assert [len(vector) for vector in vectors] == [384, 384]
             assert all(isinstance(value, float) for value in vectors[0])
+            # The run's upstream token reaches the container, never the client.
+            assert running.upstream_token not in answer.text + str(answer.headers)
+            # A client's own X-Hub-Upstream-Token changes nothing: the gateway sends the deployment's.
+            guessed = httpx.post(url, json=body, timeout=60,
+                                 headers={"Authorization": f"Bearer {secret}", "X-Hub-Upstream-Token": "a-guess"})
+            assert guessed.status_code == 200
             assert httpx.post(url, json=body, timeout=60).status_code == 401
             assert httpx.post(url, json=body, headers={"Authorization": f"Bearer {revoked.secret}"}, timeout=60).status_code == 404
             # Over MiniLM's max_body_bytes (8 MiB): refused by the gateway, not the container.
             huge = httpx.post(url, content=b"x" * (8 * 1024 * 1024 + 1), timeout=60,
                               headers={"Authorization": f"Bearer {secret}", "Content-Type": "application/json"})
             assert huge.status_code == 413 and "at most 8388608" in huge.json()["error"]["message"]
+        _published_port_answers_only_the_gateway(running, body)
     finally:
         deployment_delete(deployment=deployment)
         deployment_advance(deployment_id=deployment.pk)
+
+
+def _published_port_answers_only_the_gateway(running: Deployment, body: dict) -> None:
+    """The container's port, published on the node's address: anyone on that network reaches
+    it, and only the gateway's header opens it; the hub's ready poll still gets through."""
+    direct = f"{running.endpoint}/v1/embeddings"
+    bare = httpx.post(direct, json=body, timeout=60)
+    assert bare.status_code == 403 and "gateway" in bare.json()["error"]["message"]
+    assert httpx.post(direct, json=body, headers={"X-Hub-Upstream-Token": "a-guess"}, timeout=60).status_code == 403
+    assert httpx.get(f"{running.endpoint}/metrics", timeout=60).status_code == 403
+    assert httpx.get(f"{running.endpoint}/ready", timeout=60).status_code == 200
+    opened = httpx.post(direct, json=body, headers=upstream_headers(running), timeout=60)
+    assert opened.status_code == 200 and len(opened.json()["data"][0]["embedding"]) == 384

@@ -4,6 +4,7 @@ made for that edge; then the requirement sleeps and the app's next call wakes it
 
 import asyncio
 import json
+import urllib.error
 import urllib.request
 from datetime import timedelta
 
@@ -21,7 +22,7 @@ from deployments.sleeping import deployment_sleep
 from runners.gateway import Gateway
 from tests.gateway.conftest import served
 
-from .conftest import WakeWorker, drive_for_real
+from .conftest import WakeWorker, drive_for_real, upstream_headers
 
 State = Deployment.State
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -63,9 +64,9 @@ def hub(process_settings):
     asyncio.run(sync_to_async(connections.close_all)())
 
 
-def predict(endpoint: str, item: str) -> dict:
-    request = urllib.request.Request(endpoint + "/predict", data=json.dumps(item).encode(),
-                                     headers={"Content-Type": "application/json"})
+def predict(deployment: Deployment, item: str) -> dict:
+    request = urllib.request.Request(deployment.endpoint + "/predict", data=json.dumps(item).encode(),
+                                     headers={"Content-Type": "application/json", **upstream_headers(deployment)})
     with urllib.request.urlopen(request, timeout=90) as answer:
         return json.loads(answer.read())
 
@@ -83,14 +84,18 @@ def test_an_app_calls_its_requirement_through_the_gateway_and_wakes_it(hub, proc
         app = drive_for_real(app)
         assert app.state == State.RUNNING, app.reason
 
-        assert predict(app.endpoint, "hi")["relayed"]["echo"] == "hi"
+        assert predict(app, "hi")["relayed"]["echo"] == "hi"
         assert hub == [echo.pk]  # it went through the gateway
+        # The only way it could: the requirement's own port refuses anyone else.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(Deployment.objects.get(pk=echo.pk).endpoint + "/", timeout=10)
+        assert refused.value.code == 403
 
         idle = timezone.now() + timedelta(seconds=echo.idle_timeout_seconds + 1)
         assert deployment_sleep(deployment_id=echo.pk, now=idle)
         assert Deployment.objects.get(pk=echo.pk).state == State.SLEEPING
         worker = WakeWorker(echo, drive_with=drive_for_real)
-        assert predict(app.endpoint, "again")["relayed"]["echo"] == "again"
+        assert predict(app, "again")["relayed"]["echo"] == "again"
         assert worker.join().state == State.RUNNING
         assert hub == [echo.pk, echo.pk]
     finally:

@@ -1,10 +1,14 @@
 """The whole flow for real on a machine without Docker: a venv build of a tiny template,
-the process runner, the ready path over HTTP; then a kill, and the reconciler brings it back."""
+the process runner, the ready path over HTTP (its port answers nothing else without the
+gateway's header); then a kill, and the reconciler brings it back."""
 
 import json
 import os
 import signal
+import urllib.error
 import urllib.request
+
+import pytest
 
 from deployments.flow import deployment_advance
 from deployments.models import Deployment
@@ -12,7 +16,7 @@ from deployments.nodes import node_add
 from deployments.reconcile import deployments_reconcile
 from deployments.services import deployment_create, deployment_delete
 
-from .conftest import drive_for_real
+from .conftest import drive_for_real, upstream_headers
 
 State = Deployment.State
 
@@ -24,9 +28,14 @@ def test_a_venv_build_runs_through_the_process_runner_and_survives_a_kill(db, pr
     try:
         running = drive_for_real(deployment, steps=300)
         assert running.state == State.RUNNING, running.reason
-        request = urllib.request.Request(running.endpoint + "/predict", data=b'"hi"', headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(running.endpoint + "/predict", data=b'"hi"',
+                                         headers={"Content-Type": "application/json", **upstream_headers(running)})
         with urllib.request.urlopen(request, timeout=10) as answer:
             assert json.loads(answer.read())["echo"] == "hi"
+        bare = urllib.request.Request(running.endpoint + "/predict", data=b'"hi"', headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(bare, timeout=10)
+        assert refused.value.code == 403
 
         pid = int((process_settings.VAR_DIR / "runs" / running.handle / "pid").read_text().split()[0])
         os.kill(pid, signal.SIGKILL)

@@ -119,7 +119,7 @@ def test_minilm_sleeps_when_idle_and_twenty_requests_wake_one_container(
         assert DeploymentEvent.objects.filter(deployment=awake, message="woken by a request").count() == 1
         containers = _containers(docker_client, awake)
         assert len(containers) == 1 and containers[0].attrs["RestartCount"] == 0
-        assert [len(vector) for vector in embed(awake.endpoint, ["awake again"])] == [384]
+        assert [len(vector) for vector in embed(awake, ["awake again"])] == [384]
         assert awake.last_wake_seconds is not None and awake.last_wake_seconds > 0
     finally:
         _delete(deployment)
@@ -135,14 +135,16 @@ def test_the_vector_stores_data_survives_a_sleep_on_docker(
     try:
         running = drive_for_real(deployment)
         assert running.state == State.RUNNING, running.reason
-        _add_vectors(running.endpoint)
-        before = _nearest(running.endpoint)
+        _add_vectors(running)
+        before = _nearest(running)
 
         asleep = _until_sleeping(running)
         assert asleep.state == State.SLEEPING and _containers(docker_client, asleep) == []
         (answer,) = _wake_with(1, asleep, timeout=120)
 
         assert isinstance(answer, Awake), answer
-        assert _nearest(answer.endpoint) == before == [("north", {"kept": True}), ("east", {})]
+        awake = Deployment.objects.get(pk=deployment.pk)
+        assert awake.endpoint == answer.endpoint
+        assert _nearest(awake) == before == [("north", {"kept": True}), ("east", {})]
     finally:
         _delete(deployment)

@@ -15,7 +15,7 @@ from deployments.services import deployment_create, deployment_delete, deploymen
 from runners.docker import volume_name
 from tests.builds.conftest import ROOT, docker_client, publish_folder  # noqa: F401 (docker_client: a fixture)
 
-from .conftest import drive_for_real
+from .conftest import drive_for_real, upstream_headers
 
 State = Deployment.State
 VECTOR_STORE = ROOT / "fixtures" / "templates" / "vector-store"
@@ -37,20 +37,21 @@ def storage_settings(build_settings, tmp_path):
 
 
 
-def _call(endpoint: str, path: str, payload: dict | None = None) -> dict:
+def _call(deployment: Deployment, path: str, payload: dict | None = None) -> dict:
     data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(endpoint + path, data=data, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(deployment.endpoint + path, data=data,
+                                     headers={"Content-Type": "application/json", **upstream_headers(deployment)})
     with urllib.request.urlopen(request, timeout=30) as answer:
         return json.loads(answer.read())
 
 
-def _add_vectors(endpoint: str) -> None:
-    _call(endpoint, "/collections", {"name": "docs", "dimension": 3})
-    assert _call(endpoint, "/collections/docs/upsert", {"points": POINTS})["count"] == 2
+def _add_vectors(deployment: Deployment) -> None:
+    _call(deployment, "/collections", {"name": "docs", "dimension": 3})
+    assert _call(deployment, "/collections/docs/upsert", {"points": POINTS})["count"] == 2
 
 
-def _nearest(endpoint: str) -> list:
-    answer = _call(endpoint, "/collections/docs/query", {"vector": [0.1, 0.9, 0.0], "k": 2})
+def _nearest(deployment: Deployment) -> list:
+    answer = _call(deployment, "/collections/docs/query", {"vector": [0.1, 0.9, 0.0], "k": 2})
     return [(match["id"], match["metadata"]) for match in answer["matches"]]
 
 
@@ -68,14 +69,14 @@ def _stop_and_restart(deployment: Deployment) -> Deployment:
 def _deploy_and_check_persistence(deployment: Deployment) -> Deployment:
     running = drive_for_real(deployment)
     assert running.state == State.RUNNING, running.reason
-    _add_vectors(running.endpoint)
-    before = _nearest(running.endpoint)
+    _add_vectors(running)
+    before = _nearest(running)
     assert before == [("north", {"kept": True}), ("east", {})]
 
     again = _stop_and_restart(running)
 
-    assert _call(again.endpoint, "/collections/docs")["count"] == 2
-    assert _nearest(again.endpoint) == before
+    assert _call(again, "/collections/docs")["count"] == 2
+    assert _nearest(again) == before
     return again
 
 

@@ -25,7 +25,7 @@ from runners.docker import APP_USER, PIDS_LIMIT
 from runners.swarm import GPU_RESOURCE, HUB_NODE_LABEL, SwarmRunner, service_name
 
 from ..swarm import registry_serving, two_node_swarm
-from .conftest import drive_for_real
+from .conftest import drive_for_real, upstream_headers
 from .test_pools import add
 
 State = Deployment.State
@@ -111,8 +111,8 @@ def test_one_gpu_deployments_fill_the_cheapest_node_first_sleep_wake_and_move_of
     assert (second.state, second.node.name) == (State.RUNNING, "swarm-b"), second.events.values_list("message", flat=True)
     assert (third.state, third.node.name) == (State.RUNNING, "swarm-b"), third.reason
     assert fourth.state == State.FAILED and "no node has a free GPU" in fourth.reason
-    assert _predict(first.endpoint, "on a") == {"echo": "on a", "greeting": "hello"}
-    assert _predict(second.endpoint, "on b") == {"echo": "on b", "greeting": "hello"}
+    assert _predict(first, "on a") == {"echo": "on a", "greeting": "hello"}
+    assert _predict(second, "on b") == {"echo": "on b", "greeting": "hello"}
     _assert_service_is_pinned_hardened_and_by_digest(swarm, second, session_registry)
 
     manager = docker.DockerClient(base_url=swarm.manager_url)
@@ -124,7 +124,7 @@ def test_one_gpu_deployments_fill_the_cheapest_node_first_sleep_wake_and_move_of
     assert deployment_wake(deployment_id=second.pk)
     woken = drive_for_real(second)
     assert (woken.state, woken.node.name) == (State.RUNNING, "swarm-b"), woken.events.values_list("message", flat=True)
-    assert _predict(woken.endpoint, "again") == {"echo": "again", "greeting": "hello"}
+    assert _predict(woken, "again") == {"echo": "again", "greeting": "hello"}
     assert len(_running_tasks(manager, second)) == 1
 
     _drain_a_and_see_its_deployment_answer_on_b(swarm, first, third, session_registry)
@@ -141,7 +141,7 @@ def _drain_a_and_see_its_deployment_answer_on_b(swarm, first: Deployment, third:
     assert node_drain_step(name="swarm-a", waiting_for=first.pk) is None
 
     assert (moved.state, moved.node.name) == (State.RUNNING, "swarm-b"), moved.events.values_list("message", flat=True)
-    assert _predict(moved.endpoint, "moved") == {"echo": "moved", "greeting": "hello"}
+    assert _predict(moved, "moved") == {"echo": "moved", "greeting": "hello"}
     manager = docker.DockerClient(base_url=swarm.manager_url)
     spec = manager.services.get(service_name(first.handle, swarm.node_ids["b"])).attrs["Spec"]
     assert spec["TaskTemplate"]["Placement"]["Constraints"] == [f"node.id=={swarm.node_ids['b']}"]
@@ -168,7 +168,7 @@ def _stop_b_and_see_the_reconciler_move_what_fits_onto_a(swarm, first: Deploymen
     # Placed again in this order, the first takes A's one GPU and the second finds none.
     on_a, nowhere = drive_for_real(first), drive_for_real(second)
     assert (on_a.state, on_a.node.name) == (State.RUNNING, "swarm-a"), on_a.events.values_list("message", flat=True)
-    assert _predict(on_a.endpoint, "back on a") == {"echo": "back on a", "greeting": "hello"}
+    assert _predict(on_a, "back on a") == {"echo": "back on a", "greeting": "hello"}
     assert nowhere.state == State.FAILED
     assert nowhere.reason == f"{why}; no other node fits it: no node has a free GPU"
     assert f"{why}: placing it on another node" in nowhere.events.values_list("message", flat=True)
@@ -205,8 +205,8 @@ def _running_tasks(manager, deployment: Deployment) -> list[dict]:
     return [task for task in service.tasks() if task["Status"]["State"] == "running"]
 
 
-def _predict(endpoint: str, item: str):
-    request = urllib.request.Request(f"{endpoint}/predict", data=json.dumps(item).encode(),
-                                     headers={"Content-Type": "application/json"})
+def _predict(deployment: Deployment, item: str):
+    request = urllib.request.Request(f"{deployment.endpoint}/predict", data=json.dumps(item).encode(),
+                                     headers={"Content-Type": "application/json", **upstream_headers(deployment)})
     with urllib.request.urlopen(request, timeout=30) as answer:
         return json.load(answer)

@@ -42,8 +42,9 @@ async def read_body(receive) -> bytes:
 
 class RecordingUpstream:
     """An endpoint that remembers every request it got (method, path, query, headers, body)
-    and answers with them as JSON; `/stream` sends five chunks 0.3 s apart; `/forever` sends
-    a chunk every 50 ms until its client goes away, and notes when that was."""
+    and answers with them as JSON, handing back the upstream token it got as a header of its
+    answer too (as a careless endpoint might); `/stream` sends five chunks 0.3 s apart;
+    `/forever` sends a chunk every 50 ms until its client goes away, and notes when that was."""
 
     CHUNKS = 5
     PAUSE = 0.3
@@ -72,8 +73,10 @@ class RecordingUpstream:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             return
         answer = json.dumps(seen).encode()
+        echoed = [(name, value) for name, value in scope["headers"] if name == b"x-hub-upstream-token"]
         await send({"type": "http.response.start", "status": 201 if scope["method"] == "PUT" else 200, "headers": [
             (b"content-type", b"application/json"), (b"set-cookie", b"sessionid=stolen; Path=/"), (b"x-upstream", b"yes"),
+            *echoed,
         ]})
         await send({"type": "http.response.body", "body": answer})
 

@@ -16,6 +16,7 @@ from tests.netutil import free_port
 from .conftest import served
 
 LIMIT = 4096
+UPSTREAM_TOKEN = "the-deployments-own-" + "u" * 24
 
 
 class CoreApp:
@@ -34,7 +35,7 @@ class CoreApp:
             await send({"type": "lifespan.shutdown.complete"})
             return
         await self.core.forward(scope, receive, send, upstream=self.upstream, path=scope["raw_path"].decode(),
-                                max_body_bytes=LIMIT, on_finish=self.results.append)
+                                upstream_token=UPSTREAM_TOKEN, max_body_bytes=LIMIT, on_finish=self.results.append)
 
 
 @pytest.fixture
@@ -74,6 +75,18 @@ def test_it_never_forwards_the_hubs_authorization_or_cookies(proxied, upstream):
     assert seen["x-client"] == ["kept"]
     assert seen["x-forwarded-for"] == ["127.0.0.1"] and seen["x-forwarded-proto"] == ["http"]
     assert seen["x-forwarded-host"] == [proxied.url.removeprefix("http://")]
+
+
+def test_it_sends_the_deployments_upstream_token_and_only_that_one(proxied, upstream):
+    # A client that sends its own guess (or a token it learnt elsewhere) changes nothing: the
+    # upstream gets exactly one, the gateway's, and the client never sees it in the answer's headers.
+    answer = httpx.get(f"{proxied.url}/v1/models", headers=[
+        ("X-Hub-Upstream-Token", "a-guess"), ("x-hub-upstream-token", "another-guess"),
+    ])
+    assert answer.status_code == 200
+    assert headers_seen(upstream.seen[-1])["x-hub-upstream-token"] == [UPSTREAM_TOKEN]
+    assert "x-hub-upstream-token" not in answer.headers
+    assert UPSTREAM_TOKEN not in str(answer.headers)
 
 
 def test_it_passes_methods_queries_bodies_and_statuses_through(proxied, upstream):

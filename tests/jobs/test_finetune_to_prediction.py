@@ -19,6 +19,7 @@ from deployments.services import deployment_create, deployment_delete
 from templates_catalog.bundles import bundle_pack
 from templates_catalog.models import Build
 from templates_catalog.services import publisher_create, template_version_publish
+from tests.deployments.conftest import upstream_headers
 
 from .conftest import ROOT, TEMPLATE_ENV, drive_job, stand_in_build
 
@@ -47,8 +48,8 @@ def drive_deployment(deployment: Deployment, *, steps: int = 900) -> Deployment:
     return deployment
 
 
-def post_json(url: str, body: dict) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+def post_json(url: str, body: dict, headers: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json", **headers})
     with urllib.request.urlopen(request, timeout=60) as answer:
         return json.loads(answer.read())
 
@@ -80,9 +81,10 @@ def test_fine_tune_then_publish_then_deploy_then_predict(process_node, publisher
     try:
         running = drive_deployment(deployment)
         assert running.state == Deployment.State.RUNNING, running.reason
-        with urllib.request.urlopen(running.endpoint + "/v1/model", timeout=30) as answer:
+        model = urllib.request.Request(running.endpoint + "/v1/model", headers=upstream_headers(running))
+        with urllib.request.urlopen(model, timeout=30) as answer:
             assert json.loads(answer.read())["sha256"] == checkpoint.sha256
-        answer = post_json(running.endpoint + "/v1/classify", {"input": list(UNSEEN)})
+        answer = post_json(running.endpoint + "/v1/classify", {"input": list(UNSEEN)}, upstream_headers(running))
         assert [item["label"] for item in answer["data"]] == list(UNSEEN.values())
     finally:
         deployment_delete(deployment=deployment)

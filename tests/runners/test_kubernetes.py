@@ -134,6 +134,19 @@ def test_its_pod_is_hardened_and_asks_for_the_gpu_product():
     assert {"name": "data", "persistentVolumeClaim": {"claimName": f"aihub-{HANDLE}-data"}} in pod["volumes"]
 
 
+def test_the_upstream_token_travels_in_the_secret_only():
+    token = "the-deployments-upstream-token-" + "z" * 12
+    spec = gpu_spec(environment={"HUB_DEPLOYMENT": HANDLE, "HUB_UPSTREAM_TOKEN": token})
+    secret, *rest = manifests(spec, hub_id="aihub")
+
+    assert secret["kind"] == "Secret" and secret["stringData"]["HUB_UPSTREAM_TOKEN"] == token
+    # Not in the Deployment, its pod template or anything else a `get -o yaml` of them shows.
+    assert all(token not in str(item) for item in rest)
+    [deployment] = [item for item in rest if item["kind"] == "Deployment"]
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["envFrom"] == [{"secretRef": {"name": secret["metadata"]["name"]}}] and "env" not in container
+
+
 def test_a_cpu_template_is_not_pinned_to_a_gpu_product():
     pod = deployment_manifest(gpu_spec(resources=Resources(cpu=1)), hub_id="aihub", gpu_product=A100)
     container = pod["spec"]["template"]["spec"]["containers"][0]

@@ -45,6 +45,7 @@ class Doubler:
             ("GET", "/boom", self.boom),
             ("GET", "/upstream", self.upstream),
             ("GET", "/environment", self.environment),
+            ("GET", "/upstream-token-seen", self.upstream_token_seen),
             ("GET", "/json/{kind}", self.json_sample),
         ]
 
@@ -78,6 +79,10 @@ class Doubler:
         environ = os.environ
         return {"greeting": environ.get("INPUT_GREETING"), "loud": environ.get("INPUT_LOUD"), "device": self.device,
                 "omp_wait_policy": environ.get("OMP_WAIT_POLICY")}
+
+    def upstream_token_seen(self, call):
+        """What of the hub's upstream token reaches a handler: its header, its variable."""
+        return {"header": call.headers.get("x-hub-upstream-token"), "environment": os.environ.get("HUB_UPSTREAM_TOKEN")}
 
     def json_sample(self, call):
         """Values whose exact JSON encoding the tests pin down."""
