@@ -14,7 +14,7 @@ from . import fakes
 from .conftest import drive
 from .test_graph import drive_all, part
 
-BEFORE, ADDED = ("deployments", "0006_jobs"), ("deployments", "0007_deployment_upstream_token")
+BEFORE, ADDED = ("deployments", "0007_job_resources"), ("deployments", "0008_deployment_upstream_token")
 
 
 @pytest.fixture
