@@ -41,15 +41,27 @@ class BuildOutcome:
     seconds: float
 
 
-def cache_key_for(*, bundle_sha256: str, base_image_id: str, lock: list[LockedWheel], debs: list[LockedDeb] = ()) -> str:
+def cache_key_for(*, bundle_sha256: str, base_image_id: str, lock: list[LockedWheel], debs: list[LockedDeb] = (),
+                  harness_sha256: str = "") -> str:
     material = {
         "bundle": bundle_sha256,
         "base_image": base_image_id,
         "renderer": RENDERER_VERSION,
+        "harness": harness_sha256,
         "lock": [asdict(wheel) for wheel in lock],
         "debs": [asdict(deb) for deb in debs],
     }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+
+
+def harness_digest(harness_dir: Path) -> str:
+    """The harness's code as it is copied into every image and venv: a change to it is a new
+    artifact, without anyone having to remember to bump RENDERER_VERSION."""
+    digest = hashlib.sha256()
+    for path in sorted(harness_dir.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.relative_to(harness_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def build_execute(
@@ -66,7 +78,8 @@ def build_execute(
     spec = request.spec
     debs = backend.system_packages(list(spec.system_packages), base_image=request.base_image, base_image_id=base_id, log=log)
     lock = wheelhouse.resolve([*spec.packages, *harness_requirements], log=log)
-    cache_key = cache_key_for(bundle_sha256=request.bundle_sha256, base_image_id=base_id, lock=lock, debs=debs)
+    cache_key = cache_key_for(bundle_sha256=request.bundle_sha256, base_image_id=base_id, lock=lock, debs=debs,
+                              harness_sha256=harness_digest(harness_dir))
     reference = backend.reference_for(request.template_name, cache_key)
     found = backend.find(reference)
     if found is not None:

@@ -24,8 +24,8 @@ from .errors import BuildFailed
 from .spec import TemplateSpec
 from .wheelhouse import LockedWheel, Wheelhouse
 
-# Part of every cache key: bump it whenever a Dockerfile, the context layout or the harness's
-# code changes (the harness is copied into every image; its code is not otherwise in the key).
+# Part of every cache key: bump it whenever a Dockerfile or the context layout changes (the
+# harness's code is in the key by its digest: builders/build.py).
 # 7: the harness locks the port with HUB_UPSTREAM_TOKEN.
 RENDERER_VERSION = "7"
 APP_USER = "65532:65532"

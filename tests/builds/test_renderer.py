@@ -139,3 +139,23 @@ def test_a_bundle_that_ships_the_build_output_folder_is_refused(tmp_path):
     context = BuildContext(deps_path=tmp_path / "deps", app_path=tmp_path / "app", deps_key="0" * 64, lock=[], debs=[])
     with pytest.raises(BuildFailed, match="the bundle holds `build-output`"):
         _render_app(context, BUILT_SERVICE, template, harness)
+
+
+def test_the_harness_code_is_part_of_every_cache_key(tmp_path):
+    from builders.build import cache_key_for, harness_digest
+
+    harness = tmp_path / "harness"
+    (harness / "__pycache__").mkdir(parents=True)
+    (harness / "app.py").write_text("LOCKED = True\n")
+    (harness / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"compiled")
+    before = harness_digest(harness)
+    (harness / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"compiled again")
+    assert harness_digest(harness) == before  # bytecode is not the harness's code
+    (harness / "app.py").write_text("LOCKED = False\n")
+    after = harness_digest(harness)
+    assert after != before
+
+    def key(digest: str) -> str:
+        return cache_key_for(bundle_sha256="b" * 64, base_image_id="sha256:base", lock=[], harness_sha256=digest)
+
+    assert key(before) != key(after)
