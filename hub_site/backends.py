@@ -70,14 +70,14 @@ def runner_for(node: "Node") -> Runner:
     if node.runner == "docker":
         from runners.docker import DockerRunner
 
-        return DockerRunner(base_url=node.engine_url or None, address=node.address)
+        return DockerRunner(base_url=node.engine_url or None, address=node.address, hub_id=settings.HUB_ID)
     if node.runner == "kubernetes":
         from runners.kubernetes import KubernetesRunner
 
-        return KubernetesRunner(base_url=node.engine_url or None, address=node.address)
+        return KubernetesRunner(base_url=node.engine_url or None, address=node.address, hub_id=settings.HUB_ID)
     if node.runner == "swarm":
         from runners.swarm import HUB_NODE_LABEL, SwarmRunner
 
-        return SwarmRunner(base_url=node.engine_url or None, address=node.address,
+        return SwarmRunner(base_url=node.engine_url or None, address=node.address, hub_id=settings.HUB_ID,
                            node_id=node.labels.get(HUB_NODE_LABEL, ""))
     return import_string(node.runner)(base_url=node.engine_url or None, address=node.address)

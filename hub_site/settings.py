@@ -2,6 +2,7 @@
 environment through ``hub_site.env``; ``.env.example`` lists them all."""
 
 import os
+import re
 from pathlib import Path
 
 import csp.constants
@@ -244,6 +245,13 @@ DEPLOY_IDLE_TIMEOUT_SECONDS = env_int("DEPLOY_IDLE_TIMEOUT_SECONDS", 900, minimu
 # machine parts of a graph share cores (the stock agent's five parts ask 6 CPUs; a laptop has
 # 2 to 8). Nodes added with node_add or node_pool_add count their cores once.
 LOCAL_NODE_CPU_SHARE = env_int("LOCAL_NODE_CPU_SHARE", 4, minimum=1)
+# This hub's name on the engines it runs on (the io.aihub.hub label of its containers,
+# services and pods): the reconciler removes any run with its name that it does not own, so
+# two hubs on one engine (a `make run` beside the test suite, staging beside production) need
+# two names.
+HUB_ID = env_str("HUB_ID", "aihub")
+if not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?", HUB_ID):
+    raise ImproperlyConfigured(f"HUB_ID={HUB_ID!r}: use 1 to 40 lower-case letters, digits and dashes (a label value)")
 SLEEP_CHECK_INTERVAL_SECONDS = env_int("SLEEP_CHECK_INTERVAL_SECONDS", 5, minimum=1)
 ACTIVITY_FLUSH_SECONDS = 1.0
 # /metrics (Prometheus): open to anyone who reaches the hub, or (the default) to staff only.

@@ -161,3 +161,19 @@ def test_postgresql_connections_start_no_parallel_workers_unless_told_to(setting
         cursor.execute("SHOW max_parallel_workers_per_gather")
         assert cursor.fetchone() == ("0",)
     assert "-c max_parallel_workers_per_gather=0" in settings.DATABASES["default"]["OPTIONS"]["options"]
+
+
+def test_a_hub_id_that_cannot_be_a_label_is_refused_with_what_to_use(tmp_path):
+    refused = _setting_in_a_fresh_process(tmp_path, "HUB_ID", HUB_ID="Prod Hub!")
+    assert refused.returncode != 0 and "HUB_ID='Prod Hub!': use 1 to 40 lower-case letters" in refused.stderr
+    assert _setting_in_a_fresh_process(tmp_path, "HUB_ID", HUB_ID="staging-2").stdout.strip() == "staging-2"
+
+
+def test_the_hub_id_names_the_runs_of_this_hub_on_its_engines(settings):
+    from deployments.models import Node
+    from hub_site.backends import runner_for
+
+    settings.HUB_ID = "staging-2"
+    for kind in ("docker", "swarm", "kubernetes"):
+        node = Node(name="n", runner=kind, engine_url="tcp://127.0.0.1:1", labels={"swarm_node_id": "abc123"})
+        assert runner_for(node).hub_id == "staging-2", kind
