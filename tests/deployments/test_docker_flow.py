@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from django.conf import settings
 
 from deployments.flow import deployment_advance
 from deployments.models import Deployment
@@ -72,7 +73,7 @@ def assert_hardened(attrs: dict, deployment: Deployment) -> None:
     bindings = [binding for port in attrs["NetworkSettings"]["Ports"].values() for binding in port or ()]
     assert bindings and all(binding["HostIp"] == "127.0.0.1" for binding in bindings), bindings
     labels = config["Labels"]
-    assert labels["io.aihub.deployment"] == deployment.handle and labels["io.aihub.hub"] == "aihub"
+    assert labels["io.aihub.deployment"] == deployment.handle and labels["io.aihub.hub"] == settings.HUB_ID
     assert labels["io.aihub.template"] == "minilm-embeddings" and labels["io.aihub.version"] == deployment.version.version
 
 
