@@ -1,5 +1,6 @@
-"""The jobs' pages: run one (the deploy page of a `kind: job` template), watch it live, and
-publish its outputs as a new version. Thin: reads through selectors, writes through services."""
+"""The jobs' pages: run one (the deploy page of a `kind: job` template), watch it live,
+publish its outputs as a new version, and delete it. Thin: reads through selectors, writes
+through services."""
 
 import hashlib
 
@@ -8,7 +9,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from hub_site.backends import runner_for
 from runners.base import RunnerError
@@ -16,6 +17,7 @@ from templates_catalog.access import publishers_of
 from templates_catalog.models import TemplateVersion
 from templates_catalog.specs import manifest_of
 
+from .job_deletion import job_delete
 from .job_forms import JobForm, PromoteForm
 from .job_selectors import job_of, jobs_of
 from .jobs import UploadedInput, job_create
@@ -93,6 +95,22 @@ def job_promote_view(request: HttpRequest, handle: str) -> HttpResponse:
             return HttpResponseRedirect(
                 reverse("catalog:version_page", args=[created.template.name, created.version]), status=303)
     return render(request, "deployments/job.html", _live_context(request, job, form), status=400)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def job_delete_view(request: HttpRequest, handle: str) -> HttpResponse:
+    """GET asks for confirmation (a page, so it works without JavaScript); POST deletes."""
+    job = _own(request, handle)
+    if request.method == "GET":
+        return render(request, "deployments/job_delete.html", {"job": job, "in_flight": job.state in Job.IN_FLIGHT})
+    try:
+        job_delete(job=job, by=request.user)
+    except DeploymentRejected as exc:
+        messages.error(request, str(exc))
+        return HttpResponseRedirect(reverse("deployments:job", args=[handle]), status=303)
+    messages.success(request, f"Deleted job {handle}, with the files it stored that no other job uses.")
+    return HttpResponseRedirect(reverse("deployments:job_list"), status=303)
 
 
 def _own(request: HttpRequest, handle: str) -> Job:

@@ -5,6 +5,10 @@ succeeded (each declared output stored by digest) | failed (with its last log li
 `job_transition` is the only writer of a job's state. `job_advance` moves a job one step
 and is safe to run twice or at once (the Celery task, the reconciler): a job that is
 running is only looked at, and finishing takes the job's row lock first.
+
+Uploads and outputs are stored by digest, shared by every job that names the same bytes;
+a row that names a digest is written while holding `artifact_lock` on it, as is the check
+(`job_deletion`) that removes a file no row names any more.
 """
 
 import contextlib
@@ -22,7 +26,7 @@ from typing import BinaryIO
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.storage import storages
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from builders.errors import BuildFailed
@@ -77,22 +81,63 @@ class UploadedInput:
 
 # --- artifacts: uploads and outputs, stored by digest ------------------------------------
 
+# The namespace of the PostgreSQL advisory locks that `artifact_lock` takes.
+ARTIFACT_LOCK_SPACE = 0x4A4F4241  # "JOBA"
+
+
+@dataclass(frozen=True)
+class SpooledArtifact:
+    """An upload's bytes in a local file, kept until the row that names them commits."""
+
+    sha256: str
+    size: int
+    file: BinaryIO
+
+
 def artifact_storage_path(sha256: str) -> str:
     return f"{ARTIFACT_PREFIX}/{sha256[:2]}/{sha256}"
 
 
-def artifact_store(*, file: BinaryIO, max_bytes: int, what: str) -> tuple[str, int]:
-    """Stream `file` into the artifact storage under its sha256, refusing it past `max_bytes`;
-    (sha256, size). Storing bytes already there is a no-op."""
-    with tempfile.TemporaryFile(prefix="artifact-") as spooled:
-        try:
-            sha256, size = stream_to_file(file, spooled, max_bytes=max_bytes)
-        except BundleTooLarge:
-            raise DeploymentRejected(f"{what} is too large", [(what, f"is larger than the limit of {max_bytes} bytes")]) from None
-        except BundleInvalid:
-            raise DeploymentRejected(f"{what} is empty", [(what, "the file is empty")]) from None
-        blob_put(storage=storages["artifacts"], path=artifact_storage_path(sha256), file=spooled, size=size)
-    return sha256, size
+def artifact_lock(sha256: str) -> None:
+    """Hold `sha256` until the current transaction ends. A writer of a row that names a digest
+    and the removal of an unnamed digest's file (`job_deletion`) take turns on it: the removal
+    sees the writer's committed row, or the writer finds the file gone and stores it again."""
+    if not connection.in_atomic_block:
+        raise RuntimeError("artifact_lock is held until the transaction ends: call it inside transaction.atomic()")
+    if connection.vendor == "postgresql":
+        digest_key = int.from_bytes(bytes.fromhex(sha256[:8]), "big", signed=True)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [ARTIFACT_LOCK_SPACE, digest_key])
+    # SQLite: every transaction begins IMMEDIATE (hub_site/settings.py), holding the one write
+    # lock of the whole database, so transactions already take turns.
+
+
+def artifact_spool(*, file: BinaryIO, max_bytes: int, what: str, spools: contextlib.ExitStack) -> SpooledArtifact:
+    """Stream `file` into a local file that `spools` removes, refusing it past `max_bytes`, and
+    store it in the artifact storage under its sha256 (a no-op when it is there already)."""
+    spooled = spools.enter_context(tempfile.TemporaryFile(prefix="artifact-"))
+    try:
+        sha256, size = stream_to_file(file, spooled, max_bytes=max_bytes)
+    except BundleTooLarge:
+        raise DeploymentRejected(f"{what} is too large", [(what, f"is larger than the limit of {max_bytes} bytes")]) from None
+    except BundleInvalid:
+        raise DeploymentRejected(f"{what} is empty", [(what, "the file is empty")]) from None
+    artifact = SpooledArtifact(sha256=sha256, size=size, file=spooled)
+    _artifact_put(artifact)
+    return artifact
+
+
+def artifacts_hold(artifacts: list[SpooledArtifact]) -> None:
+    """In the transaction that records rows naming `artifacts`: lock each digest (sorted, so
+    two holders never wait on each other) and store again any that a delete removed since."""
+    for artifact in sorted(artifacts, key=lambda artifact: artifact.sha256):
+        artifact_lock(artifact.sha256)
+        _artifact_put(artifact)
+
+
+def _artifact_put(artifact: SpooledArtifact) -> None:
+    blob_put(storage=storages["artifacts"], path=artifact_storage_path(artifact.sha256), file=artifact.file,
+             size=artifact.size)
 
 
 def artifact_copy_verified(*, sha256: str, target: Path) -> Path:
@@ -126,22 +171,27 @@ def job_create(
         if earlier is not None:
             return earlier
     refuse_yanked(version)
-    values = _validated_inputs(manifest, inputs, files)
-    try:
-        with transaction.atomic():
-            job = Job.objects.create(owner=owner, version=version, inputs=values, idempotency_key=idempotency_key or None,
-                                     **resource_fields(manifest))
-            JobEvent.objects.create(job=job, to_state=job.state, message="job requested")
-            progress_after_commit(job)
-    except IntegrityError:
-        if not idempotency_key:
-            raise
-        return Job.objects.get(owner=owner, idempotency_key=idempotency_key)
+    with contextlib.ExitStack() as spools:
+        values, uploads = _validated_inputs(manifest, inputs, files, spools)
+        try:
+            with transaction.atomic():
+                artifacts_hold(uploads)
+                job = Job.objects.create(owner=owner, version=version, inputs=values,
+                                         idempotency_key=idempotency_key or None, **resource_fields(manifest))
+                JobEvent.objects.create(job=job, to_state=job.state, message="job requested")
+                progress_after_commit(job)
+        except IntegrityError:
+            if not idempotency_key:
+                raise
+            return Job.objects.get(owner=owner, idempotency_key=idempotency_key)
     return job
 
 
-def _validated_inputs(manifest: Manifest, inputs: dict, files: list[UploadedInput] | tuple) -> dict:
-    """The plain inputs checked by type, and each file stored by digest (as {sha256, size, filename})."""
+def _validated_inputs(
+    manifest: Manifest, inputs: dict, files: list[UploadedInput] | tuple, spools: contextlib.ExitStack,
+) -> tuple[dict, list[SpooledArtifact]]:
+    """The plain inputs checked by type, and each file stored by digest (as {sha256, size,
+    filename}); with the stored files' local copies, which `spools` keeps until it closes."""
     file_inputs = {item.name: item for item in manifest.inputs if item.type is InputType.FILE}
     plain = manifest.model_copy(update={"inputs": [item for item in manifest.inputs if item.name not in file_inputs]})
     errors: list[tuple[str, str]] = []
@@ -156,10 +206,13 @@ def _validated_inputs(manifest: Manifest, inputs: dict, files: list[UploadedInpu
                if item.required and name not in given]
     if errors:
         raise DeploymentRejected("the inputs are not valid", errors)
+    stored = []
     for name, upload in given.items():
-        sha256, size = artifact_store(file=upload.file, max_bytes=settings.JOB_INPUT_MAX_BYTES, what=f"inputs.{name}")
-        values[name] = {"sha256": sha256, "size": size, "filename": Path(upload.filename or name).name[:200]}
-    return values
+        artifact = artifact_spool(file=upload.file, max_bytes=settings.JOB_INPUT_MAX_BYTES, what=f"inputs.{name}",
+                                  spools=spools)
+        values[name] = {"sha256": artifact.sha256, "size": artifact.size, "filename": Path(upload.filename or name).name[:200]}
+        stored.append(artifact)
+    return values, stored
 
 
 # --- the flow -------------------------------------------------------------------------------
@@ -298,6 +351,9 @@ def _finish_succeeded(job: Job, runner, run: RunState) -> None:
             job_transition(job_id=job.pk, to=State.FAILED, message=f"its outputs could not be taken: {exc}", log_tail=tail)
             _remove_run(runner, job.handle)
             return None
+        # Held until these rows commit: removing another job's file of the same digest waits for them.
+        for sha256 in sorted({output.sha256 for output in collected}):
+            artifact_lock(sha256)
         artifacts = [_stored_artifact(job, output) for output in collected]
         JobArtifact.objects.bulk_create(artifacts)
         metrics = _metrics_from(collected)

@@ -41,6 +41,8 @@ def job_promote(*, job: Job, user: AbstractBaseUser, publisher: Publisher, name:
     if not may_publish(user, publisher):
         raise DeploymentRejected("you cannot publish there", [("publisher", "you are not a member of this publisher")])
     artifacts = list(job.artifacts.all())
+    if len(artifacts) != len(source.job.outputs):
+        raise _deleted_meanwhile(job)
     with tempfile.TemporaryDirectory(prefix="promote-") as scratch:
         bundle = _bundle(job, artifacts, Path(scratch), name=name, version=version)
         try:
@@ -69,7 +71,10 @@ def _bundle(job: Job, artifacts: list, folder: Path, *, name: str, version: str)
             raise DeploymentRejected(f"output {artifact.name} would replace hub.yaml: it cannot be published")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
-        artifact_copy_verified(sha256=artifact.sha256, target=target)
+        try:
+            artifact_copy_verified(sha256=artifact.sha256, target=target)
+        except FileNotFoundError:
+            raise _deleted_meanwhile(job) from None
     manifest = manifest_of(job.version).model_dump(mode="json", by_alias=True, exclude_none=True)
     manifest.update(name=name, version=version, kind=Kind.SERVICE.value)
     manifest.pop("job", None)
@@ -77,6 +82,11 @@ def _bundle(job: Job, artifacts: list, folder: Path, *, name: str, version: str)
     manifest.pop("inputs", None)
     (tree / MANIFEST_NAME).write_text(yaml.safe_dump(manifest, sort_keys=False, allow_unicode=True))
     return bundle_pack(tree)
+
+
+def _deleted_meanwhile(job: Job) -> DeploymentConflict:
+    # A succeeded job has every declared output stored until it is deleted (job_deletion.py).
+    return DeploymentConflict(f"{job.handle} was deleted while it was being published: its outputs are gone")
 
 
 def _provenance(job: Job, artifacts: list) -> dict:

@@ -21,4 +21,5 @@ urlpatterns = [
     path("jobs/<str:handle>/", job_views.job_page, name="job"),
     path("jobs/<str:handle>/live/", job_views.job_live, name="job_live"),
     path("jobs/<str:handle>/promote/", job_views.job_promote_view, name="job_promote"),
+    path("jobs/<str:handle>/delete/", job_views.job_delete_view, name="job_delete"),
 ]

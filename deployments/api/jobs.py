@@ -1,5 +1,5 @@
-"""The jobs API: start a job (its `file` inputs as multipart uploads) and read it, with a
-personal deploy token. Thin: each view checks its input and calls one service or selector."""
+"""The jobs API: start a job (its `file` inputs as multipart uploads), read it and delete it,
+with a personal deploy token. Thin: each view checks its input and calls one service or selector."""
 
 import json
 
@@ -9,6 +9,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from ..job_deletion import job_delete
 from ..job_selectors import job_of
 from ..jobs import UploadedInput, job_create
 from ..models import Job, JobArtifact
@@ -90,13 +91,25 @@ class JobList(generics.GenericAPIView):
 
 
 class JobDetail(generics.GenericAPIView):
-    """GET: one of your jobs: its state, reason, outputs by digest and metrics."""
+    """GET: one of your jobs: its state, reason, outputs by digest and metrics. DELETE: remove a
+    finished job, with the files it stored that no other job uses."""
 
     permission_classes = [MayDeploy]
     serializer_class = JobSerializer
 
     def get(self, request: Request, handle: str) -> Response:
+        return Response(JobSerializer(self._own(request, handle)).data)
+
+    @extend_schema(responses={204: None, 404: DeploymentErrorSerializer, 409: DeploymentErrorSerializer})
+    def delete(self, request: Request, handle: str) -> Response:
+        try:
+            job_delete(job=self._own(request, handle), by=request.user)
+        except DeploymentRejected as exc:
+            return _rejected(exc)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _own(self, request: Request, handle: str) -> Job:
         job = job_of(request.user, handle)
         if job is None:
             raise exceptions.NotFound("No job with that id (or it is not yours).")
-        return Response(JobSerializer(job).data)
+        return job
