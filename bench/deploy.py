@@ -22,9 +22,10 @@ serves it (uvicorn with uvloop and httptools, in its own process), and the same 
 (N concurrent keep-alive clients, the same embeddings request, a fixed request count) sent
 to the container directly and through `/d/<handle>/v1/embeddings` with an endpoint token,
 in alternating runs. Target: at least 0.9 of direct throughput, p99 within 10 ms of direct.
-Twice on Docker: with the hub, the load and the model sharing every core (on a 2-core
-machine the hub's CPU is taken from the model's), then split as production is (the model's
-container held to one core, the hub and the load to the others). 32 clients by default: a
+Three times on Docker: with the hub, the load and the model sharing every core (on a 2-core
+machine the hub's CPU is taken from the model's), then the model's container held to one core
+and the hub and the load to the other (split), then the hub alone on one core and the model
+and the load on the other (apart, as production is: see Cores). 32 clients by default: a
 batching server's load. With 8, each batch's callers come back within the harness's 5 ms
 batch window only when nothing stands between them and the model, so any hop in front of it
 splits batches (direct 181 req/s, gateway 147, split, on this machine).
@@ -435,20 +436,27 @@ def serve_hub(log: Path, profile: str = "", cores: set[int] | None = None) -> tu
 @dataclass(frozen=True)
 class Cores:
     """Where the hub, the load and the model run in one gateway measurement: all on every core
-    (shared), or the model on its own core and the hub and the load on the rest (split: as a
-    GPU node and the hub's own machine are, in production)."""
+    (shared); the model on its own core, the hub and the load on the rest (split); or the hub
+    on its own core, the model and the load on the rest (apart). Production is apart: the hub's
+    machine is not the GPU node, and its callers are elsewhere. On two cores, split makes the
+    load and the hub take turns, so the gateway's latency includes the load's own waits; apart
+    gives the model the same competition (the load's CPU) both ways."""
 
     name: str
     hub: set[int] | None = None
     model: set[int] | None = None
+    load: set[int] | None = None
 
 
 def core_layouts(docker: bool) -> list[Cores]:
     every = sorted(os.sched_getaffinity(0))
     layouts = [Cores("shared: the hub, the load and the model on all cores")]
     if docker and len(every) >= 2:
+        first, last = set(every[:-1]), {every[-1]}
         layouts.append(Cores(f"split: the model on core {every[-1]}, the hub and the load on {every[:-1]}",
-                             hub=set(every[:-1]), model={every[-1]}))
+                             hub=first, model=last, load=first))
+        layouts.append(Cores(f"apart: the hub on {every[:-1]}, the model and the load on core {every[-1]}",
+                             hub=first, model=last, load=last))
     return layouts
 
 
@@ -458,7 +466,7 @@ def held_to(cores: Cores, container):
     every = os.sched_getaffinity(0)
     if cores.model is not None:
         container.update(cpuset_cpus=",".join(map(str, sorted(cores.model))))
-        os.sched_setaffinity(0, cores.hub)
+        os.sched_setaffinity(0, cores.load)
     try:
         yield
     finally:
