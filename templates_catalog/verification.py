@@ -29,7 +29,9 @@ def build_verify(*, build: Build, outcome: BuildOutcome, log: Callable[[str], No
     when it does not get there. A cache hit keeps the check an earlier build of it passed."""
     version = build.version
     spec = template_spec_of(version)
-    if spec.serve is None:
+    if spec.serve is None or spec.is_job:
+        # A job's `serve` (a fine-tune's) is the serving code of the versions published from
+        # its outputs: it cannot start before the job has written them.
         return Verification(verified=None)
     if outcome.cache_hit:
         earlier = _earlier_verification(build, outcome.cache_key)

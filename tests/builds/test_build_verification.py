@@ -134,13 +134,17 @@ def test_a_venv_build_that_ignores_its_deadline_is_stopped(db, venv_settings, ec
     assert build.status == "failed" and "within 2 s" in build.error
 
 
-def test_a_job_is_not_started(db, venv_settings, publisher, tmp_path, monkeypatch):
+@pytest.mark.parametrize("serve", [None, {"handler": "serve:Model"}], ids=["no serve", "serve for its outputs"])
+def test_a_job_is_not_started(db, venv_settings, publisher, tmp_path, monkeypatch, serve):
+    # A fine-tune declares `serve` for the versions published from its outputs: that code
+    # cannot start before the job has run (the real fine-tune's build failed on it).
     monkeypatch.setattr(VenvBackend, "verify_starts", lambda *a, **k: pytest.fail("a job has nothing to start at build time"))
-    manifest = manifest_data(name="once", kind="job", serve=None, job={"command": ["python", "job.py"]})
+    manifest = manifest_data(name="once", kind="job", serve=serve, job={"command": ["python", "job.py"]})
     manifest["runtime"] = {"python": "3.11", "packages": ["six==1.16.0"]}
     (tmp_path / "job").mkdir()
     (tmp_path / "job" / "hub.yaml").write_text(yaml.safe_dump(manifest))
     (tmp_path / "job" / "job.py").write_text("print('done')\n")
+    (tmp_path / "job" / "serve.py").write_text("class Model:\n    def predict(self, batch):\n        return batch\n")
     version = publish_folder(tmp_path / "job", publisher)
 
     build = _built(version)

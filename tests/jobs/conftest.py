@@ -132,14 +132,21 @@ def stand_in_build(build: Build, *, venv: Path | None = None) -> Build:
     return Build.objects.get(pk=build.pk)
 
 
-def drive_job(job: Job, *, steps: int = 600, pause: float = 0.1, venv: Path | None = None, until=()) -> Job:
-    """Run the job flow's steps as its task would; a queued build is done by `stand_in_build`."""
+def drive_job(job: Job, *, steps: int = 600, pause: float = 0.1, venv: Path | None = None, until=(),
+              build_for_real: bool = False) -> Job:
+    """Run the job flow's steps as its task would; a queued build is done by `stand_in_build`,
+    or, `build_for_real`, by the build worker's own `build_run` (the venv backend)."""
+    from templates_catalog.builds import build_run
+
     for _ in range(steps):
         job.refresh_from_db()
         if job.state in (Job.State.SUCCEEDED, Job.State.FAILED, *until):
             return job
         if job.state == Job.State.BUILDING and job.build.status == Build.Status.QUEUED:
-            stand_in_build(job.build, venv=venv)
+            if build_for_real:
+                build_run(build_id=job.build_id)
+            else:
+                stand_in_build(job.build, venv=venv)
         if job_advance(job_id=job.pk):
             time.sleep(pause)
     job.refresh_from_db()
