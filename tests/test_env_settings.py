@@ -151,16 +151,29 @@ def test_the_proxy_header_is_read_as_the_header_django_sees(tmp_path):
     assert result.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https')", result.stderr
 
 
+POSTGRES_URL = "postgres://hub@127.0.0.1:5432/hub?options=-c%20statement_timeout%3D5000"
+
+
+def test_postgresql_connections_start_no_parallel_workers_unless_told_to(tmp_path):
+    options = "DATABASES['default'].get('OPTIONS', {}).get('options')"
+    assert _setting_in_a_fresh_process(tmp_path, options, DATABASE_URL=POSTGRES_URL).stdout.strip() == (
+        "-c max_parallel_workers_per_gather=0 -c statement_timeout=5000")  # the URL's own options are kept
+    told = _setting_in_a_fresh_process(tmp_path, options, DATABASE_URL=POSTGRES_URL, DATABASE_PARALLEL_WORKERS="2")
+    assert told.stdout.strip().startswith("-c max_parallel_workers_per_gather=2 ")
+    assert _setting_in_a_fresh_process(tmp_path, options).stdout.strip() == "None"  # SQLite has no such option
+
+
 @pytest.mark.django_db
-def test_postgresql_connections_start_no_parallel_workers_unless_told_to(settings):
+def test_the_test_databases_connection_runs_with_the_setting():
     from django.db import connection
 
-    if connection.vendor != "postgresql":
-        pytest.skip("a PostgreSQL setting; this run is on SQLite")
     with connection.cursor() as cursor:
-        cursor.execute("SHOW max_parallel_workers_per_gather")
-        assert cursor.fetchone() == ("0",)
-    assert "-c max_parallel_workers_per_gather=0" in settings.DATABASES["default"]["OPTIONS"]["options"]
+        if connection.vendor == "postgresql":
+            cursor.execute("SHOW max_parallel_workers_per_gather")
+            assert cursor.fetchone() == ("0",)
+        else:
+            cursor.execute("PRAGMA journal_mode")
+            assert cursor.fetchone() == ("wal",)  # the embedded default's own connection options
 
 
 def test_a_hub_id_that_cannot_be_a_label_is_refused_with_what_to_use(tmp_path):
