@@ -37,6 +37,7 @@ from templates_catalog.models import TemplateVersion
 from templates_catalog.resolution import graph_resolve
 from templates_catalog.services import template_version_yank
 
+from ..concurrency import at_once
 from . import fakes
 from .conftest import finish_build
 
@@ -287,29 +288,6 @@ def test_two_apps_deleted_at_once_stop_the_shared_part_exactly_once(owner, app, 
     shared.refresh_from_db()
     assert shared.state == State.STOPPING and shared.deleted_at is not None
     assert shared.events.filter(to_state=State.STOPPING).count() == 1
-
-
-def at_once(*calls) -> tuple[list, list[Exception]]:
-    """Run each call in a thread of its own, all released together: (their results, in the
-    order of `calls`; the errors raised)."""
-    barrier = threading.Barrier(len(calls))
-    results, errors = [None] * len(calls), []
-
-    def run(index, call):
-        try:
-            barrier.wait(timeout=10)
-            results[index] = call()
-        except Exception as exc:  # reported below: the test must see every failure
-            errors.append(exc)
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run, args=(index, call)) for index, call in enumerate(calls)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=30)
-    return results, errors
 
 
 def in_thread(call) -> Future:

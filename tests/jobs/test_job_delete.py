@@ -8,7 +8,7 @@ import threading
 
 import pytest
 from django.core.files.storage import FileSystemStorage
-from django.db import connection, connections
+from django.db import connection
 from django.db.models.signals import post_delete
 from django.test import Client
 
@@ -22,6 +22,7 @@ from templates_catalog.models import TemplateVersion
 from templates_catalog.services import api_token_create_personal, publisher_create
 from templates_catalog.stored_bundles import bundle_copy_verified
 
+from ..concurrency import at_once
 from .conftest import drive_job
 
 State = Job.State
@@ -129,27 +130,6 @@ def test_another_users_job_is_not_theirs_to_delete(process_node, job_template, u
 
 # --- at the same moment --------------------------------------------------------------------
 
-def run_together(*actions) -> list[Exception]:
-    barrier = threading.Barrier(len(actions))
-    errors: list[Exception] = []
-
-    def run(action) -> None:
-        try:
-            barrier.wait(timeout=30)
-            action()
-        except Exception as exc:  # recorded: the assertion below says which
-            errors.append(exc)
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=run, args=(action,)) for action in actions]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    return errors
-
-
 @pytest.fixture
 def both_rows_deleted_before_either_commits():
     """On PostgreSQL, each delete waits, its row deleted but not committed, for the other's:
@@ -178,8 +158,8 @@ def test_two_jobs_sharing_their_files_deleted_at_once_take_the_files_with_the_la
         first, second = finished(version, user_factory()), finished(version, user_factory())
         paths = stored_paths(first)
         assert paths == stored_paths(second) and present(artifact_root, paths) == paths
-        errors = run_together(lambda job=first: job_delete(job=job, by=job.owner),
-                              lambda job=second: job_delete(job=job, by=job.owner))
+        _, errors = at_once(lambda job=first: job_delete(job=job, by=job.owner),
+                            lambda job=second: job_delete(job=job, by=job.owner))
         assert not errors, errors
         assert not Job.objects.exists() and not JobArtifact.objects.exists()
         # Had each delete looked while the other's was not committed, each would have kept the files for the other.
@@ -212,7 +192,7 @@ def test_a_job_created_while_a_job_with_its_upload_is_deleted_keeps_the_file(
 
     def delete_now(name: str) -> None:
         assert name == dataset_path
-        assert not run_together(lambda: job_delete(job=old, by=old.owner))
+        assert at_once(lambda: job_delete(job=old, by=old.owner))[1] == []
         removed.append(not (artifact_root / dataset_path).exists())
 
     DeleteSlipsIn.hook = delete_now
