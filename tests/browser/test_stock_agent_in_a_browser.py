@@ -13,7 +13,6 @@ suite's other Docker tests build the same fixture bundles, so the build cache us
 import contextlib
 import csv
 import io
-import ipaddress
 import json
 import re
 import time
@@ -26,6 +25,7 @@ import pytest
 
 from deployments.models import Node
 from runners.base import LABEL_DEPLOYMENT, LABEL_HUB
+from runners.docker import bridge_gateway_address
 from templates_catalog.bundles import bundle_pack
 from templates_catalog.services import api_token_create_personal, template_version_publish
 from tests.builds.conftest import docker_client  # noqa: F401  (a fixture)
@@ -51,8 +51,9 @@ GONE_WITHIN_S = 180
 def bridge_address(docker_client):  # noqa: F811
     """The host as containers on the default bridge reach it (`host.docker.internal`): the
     bridge's gateway, which the engine leaves unnamed when it is its subnet's first address."""
-    (config,) = docker_client.networks.get("bridge").attrs["IPAM"]["Config"]
-    return config.get("Gateway") or str(next(ipaddress.ip_network(config["Subnet"]).hosts()))
+    address = bridge_gateway_address(docker_client)
+    assert address, "the Docker Engine has no default bridge"
+    return address
 
 
 @pytest.fixture
