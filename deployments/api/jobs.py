@@ -10,7 +10,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from ..job_deletion import job_delete
-from ..job_selectors import job_of
+from ..job_selectors import job_of, jobs_of
 from ..jobs import UploadedInput, job_create
 from ..models import Job, JobArtifact
 from ..services import DeploymentRejected
@@ -64,12 +64,16 @@ class JobCreateSerializer(serializers.Serializer):
         return value
 
 
-class JobList(generics.GenericAPIView):
-    """POST: run a `kind: job` template version; multipart when it has `file` inputs."""
+class JobList(generics.ListAPIView):
+    """GET: your jobs, newest first (paginated). POST: run a `kind: job` template version;
+    multipart when it has `file` inputs."""
 
     permission_classes = [MayDeploy]
     serializer_class = JobSerializer
     parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def get_queryset(self):
+        return jobs_of(self.request.user).prefetch_related("artifacts")
 
     @extend_schema(request=JobCreateSerializer, responses={201: JobSerializer, 200: JobSerializer,
                                                            400: DeploymentErrorSerializer, 404: DeploymentErrorSerializer,
