@@ -3,6 +3,7 @@ deployment, and they are still there; delete it, and its volume is gone. Once th
 process runner (a venv build) and once on a Docker Engine (an image, a named volume)."""
 
 import json
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -41,8 +42,13 @@ def _call(deployment: Deployment, path: str, payload: dict | None = None) -> dic
     data = None if payload is None else json.dumps(payload).encode()
     request = urllib.request.Request(deployment.endpoint + path, data=data,
                                      headers={"Content-Type": "application/json", **upstream_headers(deployment)})
-    with urllib.request.urlopen(request, timeout=30) as answer:
-        return json.loads(answer.read())
+    try:
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as error:
+        # What answered, and why: a bare "HTTP Error 404" cannot tell a lost collection from another server.
+        raise AssertionError(f"{request.get_method()} {request.full_url}: {error.code} {error.read()[:500]!r} "
+                             f"{dict(error.headers)}") from None
 
 
 def _add_vectors(deployment: Deployment) -> None:
