@@ -48,7 +48,8 @@ def endpoint_token_create(
 
 
 def endpoint_token_revoke(*, token: EndpointToken, revoked_by: AbstractBaseUser) -> EndpointToken:
-    """The token stops working at once. Revoking twice is fine."""
+    """The token stops working at once (gateways that kept its lookup hear of it at commit).
+    Revoking twice is fine."""
     _check_owner(token.deployment, revoked_by)
     EndpointToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
     token.refresh_from_db(fields=["revoked_at"])

@@ -4,8 +4,9 @@ reaches that deployment's endpoint; everything else is refused without a hint.
 A plain ASGI application, dispatched to by `hub_site/asgi.py` before Django's handler: every
 gateway request would otherwise pay for the sync middleware (sessions, CSRF, auth, messages,
 WhiteNoise), each a hop between the event loop and a thread, and none of it applies here (no
-session is read, no page rendered). What it needs of Django is one indexed query per request;
-the forwarding is `runners.gateway`'s.
+session is read, no page rendered). What it needs of Django is one indexed query per request,
+kept on PostgreSQL until the database announces a change (deployments/target_cache.py); the
+forwarding is `runners.gateway`'s.
 
 | answer | when |
 | --- | --- |
@@ -21,7 +22,9 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+import psycopg
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection
@@ -34,6 +37,7 @@ from runners.harness.manifest import DEFAULT_MAX_BODY_BYTES
 from .activity import activity_finished, activity_record, activity_started
 from .endpoint_tokens import token_digest
 from .models import Deployment, EndpointToken
+from .target_cache import LISTENER_NAME, TargetCache
 from .wake import WakeFailed, deployment_wait_awake
 
 State = Deployment.State
@@ -63,6 +67,8 @@ class Target:
     max_body_bytes: int
     # Sent to its run, which answers nothing else; kept out of reprs (logs, tracebacks).
     upstream_token: str = field(repr=False)
+    # The expiry of the token that opened it (None: never, or no token: the hub's own call).
+    token_expires_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -75,11 +81,13 @@ class Refusal:
 class DeploymentGateway:
     """The ASGI application for `/d/`. `on_finish(deployment_id, result)` is called after
     each request that reached a deployment's turn (usage, activity); it must be cheap and
-    must not block. A request being forwarded keeps its deployment from sleeping."""
+    must not block. A request being forwarded keeps its deployment from sleeping. With
+    `targets`, running deployments' lookups are kept while the database announces changes."""
 
-    def __init__(self, *, core: Gateway, on_finish: OnFinish = None):
+    def __init__(self, *, core: Gateway, on_finish: OnFinish = None, targets: TargetCache | None = None):
         self.core = core
         self.on_finish = on_finish or record_activity
+        self.targets = targets
 
     @classmethod
     def from_settings(cls, *, on_finish: OnFinish | None = None) -> "DeploymentGateway":
@@ -87,7 +95,10 @@ class DeploymentGateway:
             connect_timeout=settings.GATEWAY_CONNECT_TIMEOUT_SECONDS, read_timeout=settings.GATEWAY_READ_TIMEOUT_SECONDS,
             max_connections=settings.GATEWAY_MAX_CONNECTIONS,
         )
-        return cls(core=core, on_finish=on_finish)
+        targets = None
+        if settings.GATEWAY_TARGET_CACHE and connection.vendor == "postgresql":
+            targets = TargetCache(connect=_listener_connection, keep_seconds=settings.GATEWAY_TARGET_CACHE_SECONDS)
+        return cls(core=core, on_finish=on_finish, targets=targets)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -104,7 +115,7 @@ class DeploymentGateway:
         if secret is None:
             await send_json_error(send, 401, UNAUTHORIZED, [(b"www-authenticate", b'Bearer realm="hub"')])
             return
-        target = await target_of(token_digest(secret), matched["handle"].decode())
+        target = await self._target(token_digest(secret), matched["handle"].decode())
         if target is None:
             await send_json_error(send, 404, NOT_FOUND)
             return
@@ -127,7 +138,24 @@ class DeploymentGateway:
         finally:
             activity_finished(deployment_id=target.deployment_id)
 
+    async def _target(self, digest: str, handle: str) -> "Target | None":
+        if self.targets is None:
+            return await target_of(digest, handle)
+        kept = self.targets.get(digest, handle)
+        if kept is not None:
+            return kept
+        generation = self.targets.generation
+        target = await target_of(digest, handle)
+        # Only a running deployment is kept: any other answer depends on what happens next
+        # (a wake, a stop), which the wait for it reads from the database anyway.
+        if target is not None and target.seen_state == State.RUNNING and target.endpoint and not target.going_to_sleep:
+            expires_at = target.token_expires_at.timestamp() if target.token_expires_at else None
+            self.targets.put(digest, handle, target, token_expires_at=expires_at, generation=generation)
+        return target
+
     async def aclose(self) -> None:
+        if self.targets is not None:
+            await self.targets.aclose()
         await self.core.aclose()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
@@ -268,7 +296,7 @@ def live_targets(*, digest: str, handle: str):
             token_sha256=digest, revoked_at__isnull=True, deployment__handle=handle, deployment__deleted_at__isnull=True,
         )
         .values_list("deployment_id", "deployment__state", "deployment__sleep_started_at", "deployment__endpoint",
-                     "deployment__version__manifest__serve__max_body_bytes", "deployment__upstream_token")
+                     "deployment__version__manifest__serve__max_body_bytes", "deployment__upstream_token", "expires_at")
         .order_by()[:1]
     )
 
@@ -299,10 +327,26 @@ def target_of(digest: str, handle: str) -> Target | None:
         row = cursor.fetchone()
     if row is None:
         return None
-    deployment_id, seen_state, sleep_started_at, endpoint, max_body_bytes, upstream_token = row
+    deployment_id, seen_state, sleep_started_at, endpoint, max_body_bytes, upstream_token, expires_at = row
     return Target(deployment_id=deployment_id, handle=handle, seen_state=seen_state,
                   going_to_sleep=sleep_started_at is not None, endpoint=endpoint,
-                  max_body_bytes=_body_limit(max_body_bytes), upstream_token=upstream_token)
+                  max_body_bytes=_body_limit(max_body_bytes), upstream_token=upstream_token,
+                  token_expires_at=_aware(expires_at))
+
+
+def _aware(moment: datetime | None) -> datetime | None:
+    # SQLite's cursor gives the stored UTC time without its zone.
+    return moment.replace(tzinfo=UTC) if moment is not None and moment.tzinfo is None else moment
+
+
+def _listener_connection():
+    """A connection of its own to the hub's database for the cache's LISTEN: as Django's
+    connections are made, autocommit (a notice arrives only outside a transaction)."""
+    params = connection.get_connection_params()
+    for django_only in ("cursor_factory", "context"):
+        params.pop(django_only, None)
+    params["application_name"] = LISTENER_NAME
+    return psycopg.AsyncConnection.connect(**params, autocommit=True)
 
 
 def _body_limit(raw: object) -> int:

@@ -265,6 +265,11 @@ GATEWAY_READ_TIMEOUT_SECONDS = env_int("GATEWAY_READ_TIMEOUT_SECONDS", 300, mini
 GATEWAY_MAX_CONNECTIONS = env_int("GATEWAY_MAX_CONNECTIONS", 1000, minimum=1)
 # How long the gateway holds a request while its deployment wakes (or comes up) before a 503.
 GATEWAY_WAKE_HOLD_SECONDS = env_int("GATEWAY_WAKE_HOLD_SECONDS", 120, minimum=1)
+# On PostgreSQL the gateway keeps what it looked up of running deployments in each process,
+# dropping it as soon as the database announces a change (deployments/target_cache.py), and
+# in any case after this many seconds. Off: every request looks its token up.
+GATEWAY_TARGET_CACHE = env_bool("GATEWAY_TARGET_CACHE", True)
+GATEWAY_TARGET_CACHE_SECONDS = env_int("GATEWAY_TARGET_CACHE_SECONDS", 60, minimum=1)
 # The "Try it" form on a deployment's page: seconds it waits for the answer, a wake included,
 # and the largest answer it shows (bigger ones: call the endpoint with a token).
 TRY_IT_TIMEOUT_SECONDS = env_int("TRY_IT_TIMEOUT_SECONDS", 120, minimum=1)

@@ -12,6 +12,21 @@ from templates_catalog.services import publisher_create, template_version_publis
 from .factories import bundle_bytes
 
 
+@pytest.fixture(scope="session", autouse=True)
+def test_database_dropped_cleanly(django_db_setup, django_db_blocker):
+    """Gateways served in a test's own process look deployments up on their loop's executor
+    threads, each of which keeps a connection of its own that outlives the test; on
+    PostgreSQL they would keep the test database from being dropped at the end."""
+    yield
+    from django.db import connection
+
+    with django_db_blocker.unblock():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                               "WHERE datname = current_database() AND pid <> pg_backend_pid()")
+
+
 @pytest.fixture(autouse=True)
 def artifact_root(tmp_path, settings):
     """Each test stores bundles in its own folder, so tests can assert what was written."""
