@@ -18,17 +18,19 @@ and in this process's CPU time. Target: under 50 ms. bench/scheduler.py's pure
 `place()` figure is printed beside it.
 
 (c) Gateway: MiniLM deployed once (the same runner as (a)), the hub served as `make run`
-serves it (uvicorn with uvloop and httptools, in its own process), and the same load
-(N concurrent keep-alive clients, the same embeddings request, a fixed request count) sent
+serves it (uvicorn with uvloop and httptools, in its own process), and the same load sent
 to the container directly and through `/d/<handle>/v1/embeddings` with an endpoint token,
-in alternating runs. Target: at least 0.9 of direct throughput, p99 within 10 ms of direct.
-Three times on Docker: with the hub, the load and the model sharing every core (on a 2-core
-machine the hub's CPU is taken from the model's), then the model's container held to one core
-and the hub and the load to the other (split), then the hub alone on one core and the model
-and the load on the other (apart, as production is: see Cores). 32 clients by default: a
-batching server's load. With 8, each batch's callers come back within the harness's 5 ms
-batch window only when nothing stands between them and the model, so any hop in front of it
-splits batches (direct 181 req/s, gateway 147, split, on this machine).
+in alternating runs: 32 keep-alive connections sending the same embeddings request back to
+back, from wrk when it is installed (Debian's `wrk`: ~10 µs of CPU a request), else from
+httpx clients in this process (~0.8 ms a request, taken from the cores the hub and the
+model run on). Target: at least 0.9 of direct throughput, p99 within 10 ms of direct
+(medians of the runs each way). Three times on Docker: with the hub, the load and the
+model sharing every core (on a 2-core machine the hub's CPU is taken from the model's),
+then the model's container held to one core and the hub and the load to the other
+(split), then the hub alone on one core and the model and the load on the other (apart,
+as production is: see Cores). 32 connections: a batching server's load. With 8, each
+batch's callers come back within the harness's 5 ms batch window only when nothing stands
+between them and the model, so any hop in front of it splits batches.
 
 (d) Wake: MiniLM running, then put to sleep (its container stopped); one request through the
 gateway (uvicorn in a thread of this process) wakes it, and the time from sending it to its
@@ -47,7 +49,8 @@ process's memory with 1,000 HTTP requests held during one wake. Target: under 10
 than idle.
 
     python bench/deploy.py [--runner auto|docker|process] [--runs 3] [--rounds 200]
-                           [--clients 32] [--requests 1600] [--gateway-runs 3] [--gateway-profile FILE]
+                           [--clients 32] [--load auto|wrk|httpx] [--seconds 10] [--requests 1600]
+                           [--gateway-runs 3] [--gateway-profile FILE]
                            [--skip-press] [--skip-gateway] [--skip-wake] [--skip-held] [--skip-graph]
                            [--skip-scheduler]
 """
@@ -62,6 +65,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -69,6 +73,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -373,15 +378,48 @@ EMBEDDING_REQUEST = json.dumps({"input": ["The gateway should add little to the 
 
 @dataclass(frozen=True)
 class Load:
-    """One run of the same load against one URL."""
+    """One run of the same load against one URL: answered requests, errors, percentiles."""
 
     seconds: float
-    latencies_ms: list[float]
+    answered: int
     errors: int
+    p50_ms: float
+    p99_ms: float
+    warmups: int = 0  # requests sent before the timed ones
 
     @property
     def throughput(self) -> float:
-        return len(self.latencies_ms) / self.seconds
+        return self.answered / self.seconds
+
+
+# wrk's Lua side: the request, and its figures as one JSON line (latencies in microseconds).
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = [[%s]]
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"requests": %%d, "duration_us": %%d, "errors": %%d, "p50_us": %%d, "p99_us": %%d}\\n',
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(99)))
+end
+"""
+
+
+def wrk_load(url: str, headers: dict[str, str], clients: int, seconds: float) -> Load:
+    """`clients` keep-alive connections sending the same request back to back for `seconds`,
+    from wrk (one thread: ~10 µs of CPU a request, where httpx takes ~0.8 ms of the same
+    cores the hub and the model run on)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(WRK_SCRIPT % EMBEDDING_REQUEST.decode())
+        script.flush()
+        command = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "60s", "-s", script.name]
+        for name, value in headers.items():
+            command += ["-H", f"{name}: {value}"]
+        output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    figures = json.loads(output.strip().splitlines()[-1])
+    return Load(seconds=figures["duration_us"] / 1e6, answered=figures["requests"] - figures["errors"],
+                errors=figures["errors"], p50_ms=figures["p50_us"] / 1000, p99_ms=figures["p99_us"] / 1000)
 
 
 async def _load(url: str, headers: dict[str, str], clients: int, requests: int) -> Load:
@@ -406,7 +444,19 @@ async def _load(url: str, headers: dict[str, str], clients: int, requests: int) 
         await asyncio.gather(*(one(record=False) for _ in range(clients)))
         began = time.perf_counter()
         await asyncio.gather(*(client_loop(requests // clients) for _ in range(clients)))
-        return Load(seconds=time.perf_counter() - began, latencies_ms=latencies, errors=errors)
+        return Load(seconds=time.perf_counter() - began, answered=len(latencies), errors=errors,
+                    p50_ms=percentile(latencies, 0.5), p99_ms=percentile(latencies, 0.99), warmups=clients)
+
+
+def load_plan(tool: str, clients: int, requests: int, seconds: float) -> tuple[str, Callable[[str, dict], Load]]:
+    """What each gateway run sends, described, and the function that sends it to a URL."""
+    if tool == "auto":
+        tool = "wrk" if shutil.which("wrk") else "httpx"
+    if tool == "wrk":
+        return (f"wrk: {clients} keep-alive connections for {seconds:g} s a run",
+                functools.partial(wrk_load, clients=clients, seconds=seconds))
+    return (f"httpx: {clients} concurrent clients, {requests} requests a run (no wrk: apt-get install wrk)",
+            lambda url, headers: asyncio.run(_load(url, headers, clients, requests)))
 
 
 def serve_hub(log: Path, profile: str = "", cores: set[int] | None = None) -> tuple[subprocess.Popen, str]:
@@ -475,11 +525,11 @@ def held_to(cores: Cores, container):
             container.update(cpuset_cpus=",".join(map(str, sorted(every))))
 
 
-def bench_gateway(runner: str, clients: int, requests: int, rounds: int, profile: str = "") -> None:
+def bench_gateway(runner: str, plan: tuple[str, Callable[[str, dict], Load]], rounds: int, profile: str = "") -> None:
     hub = bench_hub(runner)
     minilm = hub.minilm()
-    print(f"gateway: MiniLM on {hub.where}, {os.cpu_count()} CPUs, {connection.vendor}; {clients} concurrent clients, "
-          f"{requests} embeddings requests a run, {rounds} runs each way, alternating")
+    print(f"gateway: MiniLM on {hub.where}, {os.cpu_count()} CPUs, {connection.vendor}; the load from {plan[0]}, "
+          f"{rounds} runs each way, alternating")
     hub.built(minilm)
     deployment = deployment_create(owner=hub.owner, version=minilm, inputs={}).deployment
     running = hub.worker.until_settled(deployment.pk)
@@ -491,13 +541,14 @@ def bench_gateway(runner: str, clients: int, requests: int, rounds: int, profile
         for cores in core_layouts(hub.docker):
             print(f" {cores.name}")
             with held_to(cores, container):
-                gateway_runs(running, secret, clients, requests, rounds, profile, cores)
+                gateway_runs(running, secret, plan[1], rounds, profile, cores)
     finally:
         deployment_delete(deployment=running)
         hub.worker.until_settled(running.pk)
 
 
-def gateway_runs(running: Deployment, secret: str, clients: int, requests: int, rounds: int, profile: str, cores: Cores) -> None:
+def gateway_runs(running: Deployment, secret: str, load: Callable[[str, dict], Load], rounds: int, profile: str,
+                 cores: Cores) -> None:
     with tempfile.TemporaryDirectory(prefix="hub-bench-gateway-") as scratch:
         process, base = serve_hub(Path(scratch) / "hub.log", profile, cores.hub)
         try:
@@ -513,7 +564,7 @@ def gateway_runs(running: Deployment, secret: str, clients: int, requests: int, 
             for _ in range(rounds):
                 for name, (url, headers) in targets.items():
                     before = cpu_seconds(process.pid)
-                    runs[name].append(asyncio.run(_load(url, headers, clients, requests)))
+                    runs[name].append(load(url, headers))
                     hub_cpu_s[name] += cpu_seconds(process.pid) - before
         finally:
             # Ctrl+C rather than SIGTERM: uvicorn raises either again once it has stopped, and
@@ -521,7 +572,7 @@ def gateway_runs(running: Deployment, secret: str, clients: int, requests: int, 
             process.send_signal(signal.SIGINT)
             process.wait(30)
     report_gateway(runs)
-    forwarded = sum(len(load.latencies_ms) + load.errors + clients for load in runs["gateway"])  # with warm-ups
+    forwarded = sum(run.answered + run.errors + run.warmups for run in runs["gateway"])
     # Wall-clock figures on a shared machine move with its load; this one does not.
     print(f"  the hub's own CPU per request through the gateway: {hub_cpu_s['gateway'] / forwarded * 1000:.2f} ms "
           f"(idle, during the direct runs: {hub_cpu_s['direct']:.2f} s in all)")
@@ -542,14 +593,16 @@ def _check_answers(targets: dict[str, tuple[str, dict]]) -> None:
 
 
 def report_gateway(runs: dict[str, list[Load]]) -> None:
+    """Medians of the runs each way: throughput, p50 and p99 (each run's own percentiles)."""
     figures = {}
     for name, loads in runs.items():
-        latencies = [value for load in loads for value in load.latencies_ms]
         throughput = statistics.median(load.throughput for load in loads)
+        p99 = statistics.median(load.p99_ms for load in loads)
         errors = sum(load.errors for load in loads)
-        figures[name] = (throughput, percentile(latencies, 0.99))
+        figures[name] = (throughput, p99)
         print(f"  {name:8s} {throughput:7.1f} req/s (runs: {', '.join(f'{load.throughput:.1f}' for load in loads)})   "
-              f"p50 {percentile(latencies, 0.5):6.2f} ms   p99 {percentile(latencies, 0.99):6.2f} ms   errors {errors}")
+              f"p50 {statistics.median(load.p50_ms for load in loads):6.2f} ms   p99 {p99:6.2f} ms "
+              f"(runs: {', '.join(f'{load.p99_ms:.1f}' for load in loads)})   errors {errors}")
     ratio = figures["gateway"][0] / figures["direct"][0]
     extra_p99 = figures["gateway"][1] - figures["direct"][1]
     passed = ratio >= GATEWAY_THROUGHPUT_TARGET and extra_p99 <= GATEWAY_P99_TARGET_MS
@@ -699,7 +752,10 @@ def main() -> None:
     parser.add_argument("--skip-held", action="store_true", help="no held-requests memory section")
     parser.add_argument("--skip-graph", action="store_true", help="no app graph section")
     parser.add_argument("--clients", type=int, default=32, help="gateway: concurrent clients")
-    parser.add_argument("--requests", type=int, default=1600, help="gateway: requests a run")
+    parser.add_argument("--load", choices=["auto", "wrk", "httpx"], default="auto",
+                        help="gateway: what sends the load (auto: wrk when installed)")
+    parser.add_argument("--seconds", type=float, default=10, help="gateway: seconds a run (wrk)")
+    parser.add_argument("--requests", type=int, default=1600, help="gateway: requests a run (httpx)")
     parser.add_argument("--gateway-runs", type=int, default=3, help="gateway: runs each way (direct, gateway), alternating")
     parser.add_argument("--gateway-profile", default="", metavar="FILE",
                         help="gateway: serve the hub under cProfile and write its stats to FILE (read with pstats)")
@@ -713,7 +769,8 @@ def main() -> None:
         if not args.skip_press:
             bench_press_to_ready(args.runs, args.runner)
         if not args.skip_gateway:
-            bench_gateway(args.runner, args.clients, args.requests, args.gateway_runs, args.gateway_profile)
+            plan = load_plan(args.load, args.clients, args.requests, args.seconds)
+            bench_gateway(args.runner, plan, args.gateway_runs, args.gateway_profile)
         if not args.skip_wake:
             bench_wake(args.runner, args.runs)
         if not args.skip_graph:
