@@ -78,7 +78,7 @@ def test_a_kept_lookup_serves_until_the_database_announces_a_change(user_factory
         assert len(gateway.targets) == 1
 
         endpoint_token_revoke(token=token.token, revoked_by=owner)
-        assert until(lambda: len(gateway.targets) == 0) < 1.0
+        assert until(lambda: len(gateway.targets) == 0) < 3.0  # at commit; the bound allows a loaded CI machine
         assert call().status_code == 404
 
         token = endpoint_token_create(deployment=deployment, created_by=owner, name="again")
