@@ -12,8 +12,9 @@ deployment's id on every change the gateway reads (migration 0009, delivered at 
 that deployment's entries are dropped as the notice arrives. A token's expiry is checked
 on each use, and no entry lives longer than `keep_seconds` in any case.
 
-Not listening (SQLite, not yet connected, the connection lost): nothing is kept, and
-every request asks the database as it would without this cache."""
+Not listening (SQLite, not yet connected, the connection lost, the triggers missing: a
+database migrated back below 0009): nothing is kept, and every request asks the database
+as it would without this cache."""
 
 import asyncio
 import contextlib
@@ -27,6 +28,9 @@ from typing import Any, Protocol
 logger = logging.getLogger(__name__)
 
 CHANNEL = "hub_gateway"
+# The triggers that send the notices (migration 0009): without them nothing may be kept.
+TRIGGERS = ("hub_gateway_deployment_changed", "hub_gateway_token_changed")
+TRIGGERS_PRESENT = "SELECT count(DISTINCT tgname) FROM pg_trigger WHERE tgname = ANY(%s) AND NOT tgisinternal"
 # How the listener's connection shows in pg_stat_activity.
 LISTENER_NAME = "hub gateway listener"
 
@@ -51,12 +55,13 @@ class TargetCache:
     `put` keeps a target only if the generation it was read under is still current."""
 
     def __init__(self, *, connect: Connect, max_entries: int = 10_000, keep_seconds: float = 60.0,
-                 ping_seconds: float = 10.0, retry_seconds: float = 2.0):
+                 ping_seconds: float = 10.0, retry_seconds: float = 2.0, no_triggers_retry_seconds: float = 60.0):
         self._connect = connect
         self.max_entries = max_entries
         self.keep_seconds = keep_seconds
         self.ping_seconds = ping_seconds
         self.retry_seconds = retry_seconds
+        self.no_triggers_retry_seconds = no_triggers_retry_seconds
         self._entries: OrderedDict[tuple[str, str], _Entry] = OrderedDict()
         self._keys_of: dict[int, set[tuple[str, str]]] = {}
         self.generation = 0
@@ -124,8 +129,10 @@ class TargetCache:
 
     async def _listen(self) -> None:
         while True:
+            pause = self.retry_seconds
             try:
-                await self._listen_once()
+                if not await self._listen_once():
+                    pause = self.no_triggers_retry_seconds
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the database went away, or never answered: retried, never fatal
@@ -133,11 +140,17 @@ class TargetCache:
             finally:
                 self.listening = False
                 self.clear()
-            await asyncio.sleep(self.retry_seconds)
+            await asyncio.sleep(pause)
 
-    async def _listen_once(self) -> None:
+    async def _listen_once(self) -> bool:
+        """Listen until the connection fails; False at once if no trigger would speak."""
         async with await self._connect() as listener:
             await listener.execute(f"LISTEN {CHANNEL}")
+            present = await (await listener.execute(TRIGGERS_PRESENT, [list(TRIGGERS)])).fetchone()
+            if present[0] != len(TRIGGERS):
+                logger.warning("the gateway's lookup cache is off: the database has no %s triggers "
+                               "(run `manage.py migrate`)", CHANNEL)
+                return False
             # Whatever changed before the LISTEN took effect was never announced here.
             self.clear()
             self.listening = True

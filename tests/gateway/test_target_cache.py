@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import psycopg
 
-from deployments.target_cache import CHANNEL, TargetCache
+from deployments.target_cache import CHANNEL, TRIGGERS, TargetCache
 
 
 @dataclass(frozen=True)
@@ -22,10 +22,11 @@ class Target:
 class Listener:
     """A connection as the cache uses it: LISTEN, notices as they come, a ping when quiet."""
 
-    def __init__(self):
+    def __init__(self, triggers: int):
         self.notices: asyncio.Queue = asyncio.Queue()
         self.executed: list[str] = []
         self.closed = False
+        self.triggers = triggers
 
     async def __aenter__(self):
         return self
@@ -33,8 +34,12 @@ class Listener:
     async def __aexit__(self, *exc_info):
         self.closed = True
 
-    async def execute(self, sql: str):
+    async def execute(self, sql: str, params=None):
         self.executed.append(sql)
+        return self
+
+    async def fetchone(self):
+        return (self.triggers,)  # the only query whose answer is read: how many triggers exist
 
     async def notifies(self, *, timeout: float):
         deadline = time.monotonic() + timeout
@@ -51,13 +56,14 @@ class Listener:
 class Database:
     """Hands out listeners, after `opened` is set."""
 
-    def __init__(self):
+    def __init__(self, triggers: int = len(TRIGGERS)):
         self.opened = asyncio.Event()
         self.listeners: list[Listener] = []
+        self.triggers = triggers
 
     async def connect(self) -> Listener:
         await self.opened.wait()
-        self.listeners.append(Listener())
+        self.listeners.append(Listener(self.triggers))
         return self.listeners[-1]
 
 
@@ -97,7 +103,7 @@ def test_nothing_is_kept_before_the_listener_has_connected():
 def test_a_notice_drops_that_deployments_entries_and_only_those():
     async def scenario():
         cache, database = await listening_cache()
-        assert database.listeners[0].executed == [f"LISTEN {CHANNEL}"]
+        assert database.listeners[0].executed[0] == f"LISTEN {CHANNEL}"
         kept(cache, "a", 1)
         kept(cache, "b", 1)
         kept(cache, "c", 2)
@@ -181,6 +187,21 @@ def test_a_notice_it_cannot_read_forgets_everything():
         kept(cache, "a", 1)
         database.listeners[0].notices.put_nowait("not a deployment id")
         await until(lambda: len(cache) == 0)
+        await cache.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_nothing_is_kept_when_the_database_has_no_triggers_to_announce_changes():
+    async def scenario():
+        database = Database(triggers=1)  # migrated back below 0009, say
+        cache = TargetCache(connect=database.connect, no_triggers_retry_seconds=0.01)
+        cache.get("warm", "up")
+        database.opened.set()
+        await until(lambda: len(database.listeners) >= 2)  # looked, let go, looks again later
+        assert database.listeners[0].closed and not cache.listening
+        kept(cache, "a", 1)
+        assert cache.get("a", "d-1") is None
         await cache.aclose()
 
     asyncio.run(scenario())
