@@ -106,4 +106,9 @@ def serve(host: str, port: int) -> None:
     for address in gateway_only:
         logger.warning("the gateway also answers on %s:%s, for containers of the local Docker node", address, port)
     config = uvicorn.Config(gateway_only_on(gateway_only, application, PREFIX), lifespan="on", **UVICORN_OPTIONS)
-    uvicorn.Server(config).run(sockets=sockets)
+    try:
+        uvicorn.Server(config).run(sockets=sockets)
+    except KeyboardInterrupt:
+        # uvicorn has shut down cleanly and raises Ctrl+C again for the exit status; a
+        # traceback here would read as a crash to whoever stopped `make run`.
+        pass

@@ -134,3 +134,24 @@ def test_a_container_on_the_bridge_reaches_the_gateway_of_the_hub_make_run_serve
     assert lines["/admin/"].startswith("404") and "Only the deployment gateway" in lines["/admin/"], output
     assert lines["/"].startswith("404"), output
     assert "also answers on" in log.read_text()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_ctrl_c_stops_the_hub_quietly_with_exit_status_0(tmp_path):
+    import signal
+
+    from tests.browser.conftest import ROOT, test_database_url
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    environment = {**os.environ, "DEBUG": "1", "DATABASE_URL": test_database_url()}
+    with log.open("wb") as out:
+        hub = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=environment,
+                               stdout=out, stderr=subprocess.STDOUT)
+    try:
+        assert wait_for_port(port, 60), log.read_text()
+    finally:
+        hub.send_signal(signal.SIGINT)  # what Ctrl+C on `make run` sends
+        status = hub.wait(30)
+    assert status == 0 and "Traceback" not in log.read_text(), log.read_text()
+    assert "Application shutdown complete" in log.read_text()
