@@ -70,6 +70,11 @@ class Target:
     # The expiry of the token that opened it (None: never, or no token: the hub's own call).
     token_expires_at: datetime | None = None
 
+    @property
+    def answers_now(self) -> bool:
+        """Running at a known address and not on its way to sleep: forwarded as it is."""
+        return self.seen_state == State.RUNNING and bool(self.endpoint) and not self.going_to_sleep
+
 
 @dataclass(frozen=True)
 class Refusal:
@@ -138,7 +143,7 @@ class DeploymentGateway:
         finally:
             activity_finished(deployment_id=target.deployment_id)
 
-    async def _target(self, digest: str, handle: str) -> "Target | None":
+    async def _target(self, digest: str, handle: str) -> Target | None:
         if self.targets is None:
             return await target_of(digest, handle)
         kept = self.targets.get(digest, handle)
@@ -148,7 +153,7 @@ class DeploymentGateway:
         target = await target_of(digest, handle)
         # Only a running deployment is kept: any other answer depends on what happens next
         # (a wake, a stop), which the wait for it reads from the database anyway.
-        if target is not None and target.seen_state == State.RUNNING and target.endpoint and not target.going_to_sleep:
+        if target is not None and target.answers_now:
             expires_at = target.token_expires_at.timestamp() if target.token_expires_at else None
             self.targets.put(digest, handle, target, token_expires_at=expires_at, generation=generation)
         return target
@@ -174,7 +179,7 @@ async def endpoint_of(target: Target) -> str | Refusal:
     """Where to forward the request, or why not now: the one place that decides what a
     request to a deployment that is not running gets. A running deployment costs no more
     than the token's lookup; anything else is held while it wakes (or comes up)."""
-    if target.seen_state == State.RUNNING and target.endpoint and not target.going_to_sleep:
+    if target.answers_now:
         return target.endpoint
     awake = await deployment_wait_awake(deployment_id=target.deployment_id, timeout=settings.GATEWAY_WAKE_HOLD_SECONDS)
     if isinstance(awake, WakeFailed):
