@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = read_serve_config(args.template_dir)
     export_input_defaults(config.input_defaults)
-    export_thread_defaults()
+    threads = export_thread_defaults()
     handler = load_handler(args.template_dir, config.handler)
     if not hasattr(handler, "device"):
         handler.device = device()
@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     server = uvicorn.Server(
         uvicorn.Config(app, host=args.host, port=port, log_level=args.log_level.lower(), access_log=False)
     )
-    logging.getLogger("harness").info("serving %s on %s:%s (device %s)", config.handler, args.host, port, device())
+    logging.getLogger("harness").info("serving %s on %s:%s (device %s, %s CPU threads)", config.handler, args.host, port,
+                                      device(), threads)
     server.run()
     if not state.ready:
         # setup() may still be running on the model thread (stopped during a long load, or

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from runners.harness.testing import stop, wait_until_ready
+from runners.harness.threads import THREAD_COUNT_VARIABLES, usable_cpus
 
 pytestmark = pytest.mark.templates
 
@@ -147,20 +148,22 @@ def test_generators_stream_as_server_sent_events(serve_fake):
 
 
 def test_inputs_default_from_the_manifest_and_the_device_from_torch(serve_fake, monkeypatch):
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    for name in ("OMP_WAIT_POLICY", *THREAD_COUNT_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
     inputs = [{"name": "greeting", "label": "Greeting", "default": "hello"},
               {"name": "loud", "label": "Loud", "type": "boolean", "default": False}]
     with serve_fake("Doubler", inputs=inputs, env={"INPUT_LOUD": "true", "HUB_DEVICE": ""}) as server:
         status, body = server.get_json("/environment")
 
-    assert (status, body) == (200, {"greeting": "hello", "loud": "true", "device": "cpu", "omp_wait_policy": "PASSIVE"})
+    assert (status, body) == (200, {"greeting": "hello", "loud": "true", "device": "cpu", "omp_wait_policy": "PASSIVE",
+                                    "omp_num_threads": str(usable_cpus())})
 
 
 def test_a_thread_setting_the_runner_passes_wins_over_the_harness_default(serve_fake):
-    with serve_fake("Doubler", env={"OMP_WAIT_POLICY": "ACTIVE"}) as server:
+    with serve_fake("Doubler", env={"OMP_WAIT_POLICY": "ACTIVE", "OMP_NUM_THREADS": "7"}) as server:
         status, body = server.get_json("/environment")
 
-    assert status == 200 and body["omp_wait_policy"] == "ACTIVE"
+    assert status == 200 and (body["omp_wait_policy"], body["omp_num_threads"]) == ("ACTIVE", "7")
 
 
 def test_answers_are_compact_utf8_json(serve_fake):

@@ -6,6 +6,7 @@ import tarfile
 import time
 import urllib.request
 import uuid
+from pathlib import Path
 
 import docker
 import pytest
@@ -14,6 +15,7 @@ from docker.types import DeviceRequest
 
 from runners.base import LABEL_DEPLOYMENT, LABEL_HUB, Gpu, LaunchSpec, NodeUnreachable, Resources, RunnerError, RunPhase, Volume
 from runners.docker import DockerRunner, container_options
+from runners.harness import threads as harness_threads
 from tests.environment import unavailable
 
 BASE_IMAGE = "hub-base:bookworm"
@@ -269,3 +271,18 @@ def test_a_missing_image_is_a_clear_error_and_leaves_nothing(client, runner):
     with pytest.raises(RunnerError, match="is not on this node and pulling it failed"):
         runner.launch(LaunchSpec(deployment=deployment, image="127.0.0.1:1/aihub/absent:1"))
     assert runner.status(deployment).phase == RunPhase.MISSING
+
+
+@pytest.mark.parametrize(("limits", "threads"), [
+    ({"nano_cpus": 500_000_000}, lambda cores: 1),
+    ({"nano_cpus": 1_500_000_000}, lambda cores: min(2, cores)),
+    ({"cpuset_cpus": "0"}, lambda cores: 1),
+    ({}, lambda cores: cores),
+])
+def test_a_container_sizes_its_model_thread_pools_by_its_cpu_limit(client, limits, threads):
+    """The harness's reading of a real container's cgroup (`cpu: 0.5` on the engine is
+    `--cpus 0.5`): the libraries themselves would count the node's every core."""
+    program = Path(harness_threads.__file__).read_text() + "\nprint(len(os.sched_getaffinity(0)), usable_cpus())\n"
+    output = client.containers.run(BASE_IMAGE, ["python3", "-c", program], remove=True, network_mode="none", **limits)
+    cores, usable = map(int, output.split())
+    assert usable == threads(cores)

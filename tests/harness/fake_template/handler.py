@@ -78,7 +78,7 @@ class Doubler:
     def environment(self, call):
         environ = os.environ
         return {"greeting": environ.get("INPUT_GREETING"), "loud": environ.get("INPUT_LOUD"), "device": self.device,
-                "omp_wait_policy": environ.get("OMP_WAIT_POLICY")}
+                "omp_wait_policy": environ.get("OMP_WAIT_POLICY"), "omp_num_threads": environ.get("OMP_NUM_THREADS")}
 
     def upstream_token_seen(self, call):
         """What of the hub's upstream token reaches a handler: its header, its variable."""
