@@ -270,6 +270,9 @@ GATEWAY_WAKE_HOLD_SECONDS = env_int("GATEWAY_WAKE_HOLD_SECONDS", 120, minimum=1)
 # in any case after this many seconds. Off: every request looks its token up.
 GATEWAY_TARGET_CACHE = env_bool("GATEWAY_TARGET_CACHE", True)
 GATEWAY_TARGET_CACHE_SECONDS = env_int("GATEWAY_TARGET_CACHE_SECONDS", 60, minimum=1)
+# uvicorn's access log leaves out gateway requests answered below 400 (they are counted per
+# deployment and in /metrics, and a line each costs a proxy's share of CPU); on: every one.
+GATEWAY_ACCESS_LOG = env_bool("GATEWAY_ACCESS_LOG", False)
 # The "Try it" form on a deployment's page: seconds it waits for the answer, a wake included,
 # and the largest answer it shows (bigger ones: call the endpoint with a token).
 TRY_IT_TIMEOUT_SECONDS = env_int("TRY_IT_TIMEOUT_SECONDS", 120, minimum=1)

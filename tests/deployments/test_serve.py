@@ -6,10 +6,12 @@ default bridge calls the hub that `manage.py serve` started."""
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import sys
 import urllib.request
 
+import httpx
 import pytest
 
 from deployments.graphs import internal_gateway_url
@@ -136,22 +138,72 @@ def test_a_container_on_the_bridge_reaches_the_gateway_of_the_hub_make_run_serve
     assert "also answers on" in log.read_text()
 
 
+class Served:
+    """`manage.py serve` on the test database, stopped with Ctrl+C (SIGINT)."""
+
+    def __init__(self, tmp_path, **environment: str):
+        from tests.browser.conftest import ROOT, test_database_url
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tmp_path / "serve.log"
+        environment = {**os.environ, "DEBUG": "1", "DATABASE_URL": test_database_url(), **environment}
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(self.port)], cwd=ROOT,
+                                            env=environment, stdout=out, stderr=subprocess.STDOUT)
+        self.status: int | None = None
+
+    def __enter__(self) -> "Served":
+        if not wait_for_port(self.port, 60):
+            self.__exit__()
+            raise AssertionError(self.log.read_text())
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.process.send_signal(signal.SIGINT)  # what Ctrl+C on `make run` sends
+        self.status = self.process.wait(30)
+
+
 @pytest.mark.django_db(transaction=True)
 def test_ctrl_c_stops_the_hub_quietly_with_exit_status_0(tmp_path):
-    import signal
+    with Served(tmp_path) as hub:
+        pass
+    assert hub.status == 0 and "Traceback" not in hub.log.read_text(), hub.log.read_text()
+    assert "Application shutdown complete" in hub.log.read_text()
 
-    from tests.browser.conftest import ROOT, test_database_url
 
-    port = free_port()
-    log = tmp_path / "serve.log"
-    environment = {**os.environ, "DEBUG": "1", "DATABASE_URL": test_database_url()}
-    with log.open("wb") as out:
-        hub = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(port)], cwd=ROOT, env=environment,
-                               stdout=out, stderr=subprocess.STDOUT)
-    try:
-        assert wait_for_port(port, 60), log.read_text()
-    finally:
-        hub.send_signal(signal.SIGINT)  # what Ctrl+C on `make run` sends
-        status = hub.wait(30)
-    assert status == 0 and "Traceback" not in log.read_text(), log.read_text()
-    assert "Application shutdown complete" in log.read_text()
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("every_line", [False, True])
+def test_the_access_log_leaves_out_answered_gateway_requests_unless_asked(tmp_path, user_factory, version, node_factory,
+                                                                         upstream, every_line):
+    from deployments.endpoint_tokens import endpoint_token_create
+
+    from .test_gateway import running
+
+    node_factory()
+    owner = user_factory("owner")
+    deployment = running(owner, version, upstream.url)
+    secret = endpoint_token_create(deployment=deployment, created_by=owner, name="app").secret
+    with Served(tmp_path, GATEWAY_ACCESS_LOG=str(int(every_line))) as hub:
+        answered = httpx.get(f"{hub.url}/d/{deployment.handle}/v1/answered", headers={"Authorization": f"Bearer {secret}"})
+        refused = httpx.get(f"{hub.url}/d/{deployment.handle}/v1/refused")
+        page = httpx.get(f"{hub.url}/")
+    assert (answered.status_code, refused.status_code, page.status_code) == (200, 401, 200)
+    log = hub.log.read_text()
+    assert (f'"GET /d/{deployment.handle}/v1/answered HTTP/1.1" 200' in log) is every_line, log
+    assert f'"GET /d/{deployment.handle}/v1/refused HTTP/1.1" 401' in log, log
+    assert '"GET / HTTP/1.1" 200' in log, log
+
+
+def test_only_uvicorns_access_lines_of_answered_gateway_requests_are_filtered():
+    from hub_site.asgi import GatewaySuccessesUnlogged
+
+    def line(path: str, status: int) -> logging.LogRecord:
+        return logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+                                 ("127.0.0.1:5000", "POST", path, "1.1", status), None)
+
+    kept = GatewaySuccessesUnlogged().filter
+    assert not kept(line("/d/d-abc/v1/embeddings", 200)) and not kept(line("/d/d-abc/stream?x=1", 304))
+    assert kept(line("/d/d-abc/v1/embeddings", 404)) and kept(line("/d/d-abc/v1/embeddings", 502))
+    assert kept(line("/templates/d/", 200)) and kept(line("/", 200))
+    assert kept(logging.LogRecord("uvicorn.access", logging.INFO, __file__, 1, "something else %s", ("/d/x",), None))
