@@ -1,12 +1,21 @@
 """Dynamic batching: many concurrent requests, one `predict(batch)` call.
 
 Inputs queue up on the event loop while the single model thread runs the previous batch. A
-batch closes when it holds `max_batch_size` inputs, or `max_wait_ms` after it began to form:
-when its first input arrived, or, for inputs that queued up during the previous predict(),
-when the model became free. That second case is what keeps batches whole under steady load:
-the answers of one batch go out while its callers' next inputs are on their way, and without
-the wait the first few would run as a batch of their own, splitting every later round in two
-(bench/serve.py, 32 clients: a third of the batches held 16 inputs or fewer; now one in twenty).
+batch opens when its first input arrives, or, for inputs that queued up during the previous
+predict(), when the model becomes free. It closes when it holds `max_batch_size` inputs, or
+once `max_wait_ms` pass without another input arriving, and at the latest when it has been
+open as long as the last predict() took (or `max_wait_ms`, if that is longer).
+
+Why it waits: the answers of one batch go out while its callers' next inputs are on their
+way, and without the wait the first few would run as a batch of their own, splitting every
+later round in two (bench/serve.py, 32 clients: a third of the batches held 16 inputs or
+fewer with no wait). Why it waits for a quiet gap rather than a fixed time after it opened:
+behind the hub's gateway a round's inputs arrive one after another as the gateway relays
+them (~0.5 ms each on one core, so 32 callers spread over ~20 ms), and a fixed 5 ms window
+closed on the first few. The rest then waited out a whole predict() and formed a batch of
+their own, for good when predict() takes as long for 8 inputs as for 32 (a GPU): half the
+throughput, twice the latency. Why the cap is the last predict()'s time: an input left for
+the next batch would wait that long anyway, and a steady trickle cannot hold a batch open.
 """
 
 import asyncio
@@ -41,6 +50,7 @@ class DynamicBatcher:
         self._wakeup: asyncio.Future | None = None
         self._wake_at = 1
         self._task: asyncio.Task | None = None
+        self._last_predict_s = 0.0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dynamic-batcher")
@@ -77,15 +87,21 @@ class DynamicBatcher:
                 _settle(live, [exc] * len(live))
             else:
                 _settle(live, outputs)
-            self._observe_batch(len(live), time.perf_counter() - started)
+            self._last_predict_s = time.perf_counter() - started
+            self._observe_batch(len(live), self._last_predict_s)
 
     async def _collect(self, loop: asyncio.AbstractEventLoop) -> list[tuple[Any, asyncio.Future]]:
         model_free_since = loop.time()
         if not self._queue:
             await self._sleep(loop, wake_at=1, deadline=None)
-        first_arrival = self._queue[0][2]
-        deadline = max(first_arrival, model_free_since) + self._max_wait_s
-        if len(self._queue) < self._max_batch_size and loop.time() < deadline:
+        opened = max(self._queue[0][2], model_free_since)
+        latest = opened + max(self._max_wait_s, self._last_predict_s)
+        while len(self._queue) < self._max_batch_size:
+            # Inputs that queued during predict() count as arriving when the model became free.
+            quiet_since = max(self._queue[-1][2], opened)
+            deadline = min(quiet_since + self._max_wait_s, latest)
+            if loop.time() >= deadline:
+                break
             await self._sleep(loop, wake_at=self._max_batch_size, deadline=deadline)
         size = min(len(self._queue), self._max_batch_size)
         return [self._queue.popleft()[:2] for _ in range(size)]

@@ -128,3 +128,50 @@ def test_inputs_that_queued_during_a_predict_wait_for_late_arrivals_once_the_mod
                          delays=[0, 0.15, 0.35]))
 
     assert sizes == [1, 2]
+
+
+def sleeping_predict(seconds: float):
+    """A model whose batch takes the same time whatever its size, as on a GPU."""
+
+    def predict(batch):
+        time.sleep(seconds)
+        return batch
+
+    return predict
+
+
+def test_inputs_trickling_in_close_together_wait_for_each_other():
+    # As behind the hub's gateway, which relays a round's callers one after another: "a" runs
+    # alone (0.1 s), then twelve inputs arrive 5 ms apart, from 0.15 s. A window fixed at
+    # 20 ms after the first would close on five of them and leave seven for a batch of their own.
+    delays = [0] + [0.15 + index * 0.005 for index in range(12)]
+    _, sizes = run(serve(sleeping_predict(0.1), range(13), max_batch_size=64, max_wait_ms=20, delays=delays))
+
+    assert sizes == [1, 12]
+
+
+def test_a_steady_trickle_holds_a_batch_open_no_longer_than_the_last_predict_took():
+    # Forty inputs 5 ms apart, 0.2 s in all: each batch is open 50 ms at most, and takes what
+    # queued during the last predict() (~10) and what arrives while it is open (~10).
+    delays = [0] + [0.1 + index * 0.005 for index in range(40)]
+    _, sizes = run(serve(sleeping_predict(0.05), range(41), max_batch_size=64, max_wait_ms=20, delays=delays))
+
+    assert sum(sizes) == 41 and len(sizes) >= 3 and max(sizes[1:]) <= 25
+
+
+def test_a_lone_input_after_a_long_predict_waits_only_max_wait():
+    answered = {}
+
+    async def scenario():
+        with ThreadPoolExecutor(max_workers=1) as model_thread:
+            batcher = DynamicBatcher(sleeping_predict(0.3), executor=model_thread, max_batch_size=64, max_wait_ms=20)
+            batcher.start()
+            await batcher.submit("first")
+            await asyncio.sleep(0.05)
+            sent = time.monotonic()
+            await batcher.submit("lone")
+            answered["lone"] = time.monotonic() - sent
+            await batcher.stop()
+
+    run(scenario())
+    assert 0.3 + 0.015 <= answered["lone"] < 0.3 + 0.2
