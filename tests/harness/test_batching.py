@@ -175,3 +175,18 @@ def test_a_lone_input_after_a_long_predict_waits_only_max_wait():
 
     run(scenario())
     assert 0.3 + 0.015 <= answered["lone"] < 0.3 + 0.2
+
+
+def test_after_a_long_predict_a_short_pause_in_a_trickle_does_not_split_the_batch():
+    # predict() takes 0.2 s, so the batch waits out gaps of up to 20 ms, not only max_wait's 5:
+    # a 12 ms pause halfway through the next round's arrivals (the gateway busy relaying).
+    delays = [0] + [0.25 + index * 0.002 for index in range(6)] + [0.272 + index * 0.002 for index in range(6)]
+    _, sizes = run(serve(sleeping_predict(0.2), range(13), max_batch_size=64, max_wait_ms=5, delays=delays))
+
+    assert sizes == [1, 12]
+
+
+def test_zero_wait_never_waits_for_a_later_input_even_after_a_long_predict():
+    _, sizes = run(serve(sleeping_predict(0.2), range(3), max_batch_size=64, max_wait_ms=0, delays=[0, 0.25, 0.262]))
+
+    assert sizes == [1, 1, 1]
