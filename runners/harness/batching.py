@@ -3,8 +3,8 @@
 Inputs queue up on the event loop while the single model thread runs the previous batch. A
 batch opens when its first input arrives, or, for inputs that queued up during the previous
 predict(), when the model becomes free. It closes when it holds `max_batch_size` inputs, or
-once no input has arrived for `max_wait_ms` (or a tenth of the last predict()'s time, if that
-is longer; 0 never waits), and at the latest when it has been open as long as the last predict() took (or
+once no input has arrived for `max_wait_ms` (or, while it holds fewer inputs than the last
+batch, a tenth of the last predict()'s time, if that is longer; 0 never waits), and at the latest when it has been open as long as the last predict() took (or
 `max_wait_ms`, if that is longer).
 
 Why it waits: the answers of one batch go out while its callers' next inputs are on their
@@ -15,9 +15,12 @@ behind the hub's gateway a round's inputs arrive one after another as the gatewa
 them (~0.5 ms each on one core, so 32 callers spread over ~20 ms), and a fixed 5 ms window
 closed on the first few. The rest then waited out a whole predict() and formed a batch of
 their own, for good when predict() takes as long for 8 inputs as for 32 (a GPU): half the
-throughput, twice the latency. Why a tenth of predict(): the gateway's relay pauses for a
-few milliseconds now and then (a 5 ms gap split one batch in seven), and an input left for
-the next batch waits a whole predict(), ten times what waiting for it costs. Why the cap is
+throughput, twice the latency. Why a tenth of predict() while the last batch's callers are
+not all back: the gateway's relay pauses for a few milliseconds now and then (a 5 ms gap
+split one batch in seven), and an input left for the next batch waits a whole predict(), ten
+times what waiting for it costs; once as many have come as the last batch held, the model
+idles no longer than `max_wait_ms` (called directly, MiniLM's whole round is back within
+2 ms: a 15 ms wait after it would idle the model a tenth of the time). Why the cap is
 the last predict()'s time: an input left behind would wait that long anyway, and a steady
 trickle cannot hold a batch open.
 """
@@ -55,6 +58,7 @@ class DynamicBatcher:
         self._wake_at = 1
         self._task: asyncio.Task | None = None
         self._last_predict_s = 0.0
+        self._last_size = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dynamic-batcher")
@@ -91,7 +95,7 @@ class DynamicBatcher:
                 _settle(live, [exc] * len(live))
             else:
                 _settle(live, outputs)
-            self._last_predict_s = time.perf_counter() - started
+            self._last_predict_s, self._last_size = time.perf_counter() - started, len(live)
             self._observe_batch(len(live), self._last_predict_s)
 
     async def _collect(self, loop: asyncio.AbstractEventLoop) -> list[tuple[Any, asyncio.Future]]:
@@ -103,16 +107,18 @@ class DynamicBatcher:
         while len(self._queue) < self._max_batch_size:
             # Inputs that queued during predict() count as arriving when the model became free.
             quiet_since = max(self._queue[-1][2], opened)
-            deadline = min(quiet_since + self._quiet_s(), latest)
+            deadline = min(quiet_since + self._quiet_s(len(self._queue)), latest)
             if loop.time() >= deadline:
                 break
             await self._sleep(loop, wake_at=self._max_batch_size, deadline=deadline)
         size = min(len(self._queue), self._max_batch_size)
         return [self._queue.popleft()[:2] for _ in range(size)]
 
-    def _quiet_s(self) -> float:
+    def _quiet_s(self, queued: int) -> float:
         # 0 is the template saying "never wait": a batch takes what has queued, no more.
-        return max(self._max_wait_s, self._last_predict_s / 10) if self._max_wait_s else 0.0
+        if not self._max_wait_s or queued >= self._last_size:
+            return self._max_wait_s
+        return max(self._max_wait_s, self._last_predict_s / 10)
 
     async def _sleep(self, loop: asyncio.AbstractEventLoop, *, wake_at: int, deadline: float | None) -> None:
         """Until the queue holds `wake_at` inputs, or `deadline` (loop time) passes."""

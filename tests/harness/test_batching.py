@@ -177,13 +177,31 @@ def test_a_lone_input_after_a_long_predict_waits_only_max_wait():
     assert 0.3 + 0.015 <= answered["lone"] < 0.3 + 0.2
 
 
-def test_after_a_long_predict_a_short_pause_in_a_trickle_does_not_split_the_batch():
-    # predict() takes 0.2 s, so the batch waits out gaps of up to 20 ms, not only max_wait's 5:
-    # a 12 ms pause halfway through the next round's arrivals (the gateway busy relaying).
-    delays = [0] + [0.25 + index * 0.002 for index in range(6)] + [0.272 + index * 0.002 for index in range(6)]
-    _, sizes = run(serve(sleeping_predict(0.2), range(13), max_batch_size=64, max_wait_ms=5, delays=delays))
+def test_until_the_last_batchs_callers_are_back_a_short_pause_does_not_split_the_batch():
+    # A round of 12, then the next round of 12 from 0.25 s, with a 12 ms pause halfway (the
+    # gateway busy relaying): predict() took 0.2 s, so the batch waits out gaps of up to 20 ms
+    # until it holds 12 again, not only max_wait's 5.
+    delays = [0] * 12 + [0.25 + index * 0.002 for index in range(6)] + [0.272 + index * 0.002 for index in range(6)]
+    _, sizes = run(serve(sleeping_predict(0.2), range(24), max_batch_size=64, max_wait_ms=5, delays=delays))
 
-    assert sizes == [1, 12]
+    assert sizes == [12, 12]
+
+
+def test_once_the_last_batchs_callers_are_back_the_batch_waits_only_max_wait():
+    answered = {}
+
+    async def scenario():
+        with ThreadPoolExecutor(max_workers=1) as model_thread:
+            batcher = DynamicBatcher(sleeping_predict(0.5), executor=model_thread, max_batch_size=64, max_wait_ms=5)
+            batcher.start()
+            await batcher.submit_many([1, 2])
+            sent = time.monotonic()
+            await batcher.submit_many([3, 4])
+            answered["round"] = time.monotonic() - sent
+
+    run(scenario())
+    # 5 ms of waiting, not 50 (a tenth of predict()).
+    assert 0.5 <= answered["round"] < 0.5 + 0.04
 
 
 def test_zero_wait_never_waits_for_a_later_input_even_after_a_long_predict():
