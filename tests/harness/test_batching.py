@@ -159,22 +159,27 @@ def test_a_steady_trickle_holds_a_batch_open_no_longer_than_the_last_predict_too
     assert sum(sizes) == 41 and len(sizes) >= 3 and max(sizes[1:]) <= 25
 
 
-def test_a_lone_input_after_a_long_predict_waits_only_max_wait():
-    answered = {}
+def second_round_seconds(predict_seconds: float, max_wait_ms: int, first: list, second: list, pause: float = 0) -> float:
+    """Seconds from sending `second` (once `first` is answered, and `pause` later) to its answers."""
 
-    async def scenario():
+    async def scenario() -> float:
         with ThreadPoolExecutor(max_workers=1) as model_thread:
-            batcher = DynamicBatcher(sleeping_predict(0.3), executor=model_thread, max_batch_size=64, max_wait_ms=20)
+            batcher = DynamicBatcher(sleeping_predict(predict_seconds), executor=model_thread, max_batch_size=64,
+                                     max_wait_ms=max_wait_ms)
             batcher.start()
-            await batcher.submit("first")
-            await asyncio.sleep(0.05)
+            await batcher.submit_many(first)
+            await asyncio.sleep(pause)
             sent = time.monotonic()
-            await batcher.submit("lone")
-            answered["lone"] = time.monotonic() - sent
+            await batcher.submit_many(second)
+            elapsed = time.monotonic() - sent
             await batcher.stop()
+            return elapsed
 
-    run(scenario())
-    assert 0.3 + 0.015 <= answered["lone"] < 0.3 + 0.2
+    return run(scenario())
+
+
+def test_a_lone_input_after_a_long_predict_waits_only_max_wait():
+    assert 0.3 + 0.015 <= second_round_seconds(0.3, 20, ["first"], ["lone"], pause=0.05) < 0.3 + 0.2
 
 
 def test_until_the_last_batchs_callers_are_back_a_short_pause_does_not_split_the_batch():
@@ -188,20 +193,8 @@ def test_until_the_last_batchs_callers_are_back_a_short_pause_does_not_split_the
 
 
 def test_once_the_last_batchs_callers_are_back_the_batch_waits_only_max_wait():
-    answered = {}
-
-    async def scenario():
-        with ThreadPoolExecutor(max_workers=1) as model_thread:
-            batcher = DynamicBatcher(sleeping_predict(0.5), executor=model_thread, max_batch_size=64, max_wait_ms=5)
-            batcher.start()
-            await batcher.submit_many([1, 2])
-            sent = time.monotonic()
-            await batcher.submit_many([3, 4])
-            answered["round"] = time.monotonic() - sent
-
-    run(scenario())
     # 5 ms of waiting, not 50 (a tenth of predict()).
-    assert 0.5 <= answered["round"] < 0.5 + 0.04
+    assert 0.5 <= second_round_seconds(0.5, 5, [1, 2], [3, 4]) < 0.5 + 0.04
 
 
 def test_zero_wait_never_waits_for_a_later_input_even_after_a_long_predict():
