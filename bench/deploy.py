@@ -31,6 +31,10 @@ then the model's container held to one core and the hub and the load to the othe
 as production is: see Cores). 32 connections: a batching server's load. With 8, each
 batch's callers come back within the harness's 5 ms batch window only when nothing stands
 between them and the model, so any hop in front of it splits batches.
+Then the same for a GPU-like stand-in (the harness, batching as MiniLM does, whose batch
+takes 100 ms whatever its size and no CPU, answering 384 floats an input): without the
+model's own CPU in the measurement, what the gateway does to a batching endpoint shows
+(on MiniLM here the p99 of direct runs alone moves by 100 ms or more between runs).
 
 (d) Wake: MiniLM running, then put to sleep (its container stopped); one request through the
 gateway (uvicorn in a thread of this process) wakes it, and the time from sending it to its
@@ -134,14 +138,16 @@ def publish_folder(folder: Path, publisher):
     return template_version_publish(publisher=publisher, bundle=io.BytesIO(bundle_pack(folder))).version
 
 
-def template_folder(scratch: Path, name: str, resources: dict, handler: str = ECHO_HANDLER) -> Path:
+def template_folder(scratch: Path, name: str, resources: dict, handler: str = ECHO_HANDLER,
+                    batching: dict | None = None) -> Path:
     folder = scratch / name
     folder.mkdir()
     manifest = {
         "schema": "hub/v1", "name": name, "version": "1.0.0", "tier": "atomic", "kind": "service",
         "title": f"Bench {name}", "summary": "A template for the deploy benchmark.", "license": "MIT",
         "runtime": {"python": "3.11", "packages": ["six==1.16.0"]},
-        "serve": {"handler": "handler:Echo", "port": 8080}, "resources": resources,
+        "serve": {"handler": "handler:Echo", "port": 8080, **({"batching": batching} if batching else {})},
+        "resources": resources,
     }
     (folder / "hub.yaml").write_text(yaml.safe_dump(manifest))
     (folder / "handler.py").write_text(handler)
@@ -370,6 +376,18 @@ def critical_path_start(root: Deployment) -> float | None:
 
 # --- (c) the gateway --------------------------------------------------------------------
 
+# A GPU-like model: a batch takes the same time whatever its size, and no CPU meanwhile.
+FIXED_BATCH_HANDLER = """import time
+
+
+class Echo:
+    def setup(self):
+        pass
+
+    def predict(self, batch):
+        time.sleep(0.1)
+        return [{"data": [{"embedding": [0.015625] * 384}]} for _ in batch]
+"""
 GATEWAY_THROUGHPUT_TARGET = 0.9
 GATEWAY_P99_TARGET_MS = 10.0
 EMBEDDING_REQUEST = json.dumps({"input": ["The gateway should add little to the model's own answer."],
@@ -527,36 +545,46 @@ def held_to(cores: Cores, container):
 
 def bench_gateway(runner: str, plan: tuple[str, Callable[[str, dict], Load]], rounds: int, profile: str = "") -> None:
     hub = bench_hub(runner)
-    minilm = hub.minilm()
-    print(f"gateway: MiniLM on {hub.where}, {os.cpu_count()} CPUs, {connection.vendor}; the load from {plan[0]}, "
+    with tempfile.TemporaryDirectory(prefix="hub-bench-gateway-") as scratch:
+        stand_in = publish_folder(template_folder(Path(scratch), "gpu-stand-in", {"cpu": 1, "memory_gb": 1},
+                                                  FIXED_BATCH_HANDLER, {"max_batch_size": 64, "max_wait_ms": 5}),
+                                  hub.publisher)
+    print(f"gateway: on {hub.where}, {os.cpu_count()} CPUs, {connection.vendor}; the load from {plan[0]}, "
           f"{rounds} runs each way, alternating")
-    hub.built(minilm)
-    deployment = deployment_create(owner=hub.owner, version=minilm, inputs={}).deployment
+    hub.built(hub.minilm(), stand_in)
+    for version, path, what in ((hub.minilm(), "/v1/embeddings", "MiniLM, on the CPU"),
+                                (stand_in, "/predict", "the GPU-like stand-in: 100 ms a batch, no CPU")):
+        print(f" {what}")
+        gateway_endpoint(hub, version, path, plan[1], rounds, profile)
+
+
+def gateway_endpoint(hub: BenchHub, version, path: str, load: Callable[[str, dict], Load], rounds: int,
+                     profile: str) -> None:
+    deployment = deployment_create(owner=hub.owner, version=version, inputs={}).deployment
     running = hub.worker.until_settled(deployment.pk)
     if running.state != State.RUNNING:
-        raise SystemExit(f"MiniLM ended {running.state}: {running.reason}")
+        raise SystemExit(f"{version.template.name} ended {running.state}: {running.reason}")
     secret = endpoint_token_create(deployment=running, created_by=hub.owner, name="bench").secret
     container = runner_for(running.node).client.containers.get(container_name(running.handle)) if hub.docker else None
     try:
         for cores in core_layouts(hub.docker):
-            print(f" {cores.name}")
+            print(f"  {cores.name}")
             with held_to(cores, container):
-                gateway_runs(running, secret, plan[1], rounds, profile, cores)
+                gateway_runs(running, path, secret, load, rounds, profile, cores)
     finally:
         deployment_delete(deployment=running)
         hub.worker.until_settled(running.pk)
 
 
-def gateway_runs(running: Deployment, secret: str, load: Callable[[str, dict], Load], rounds: int, profile: str,
-                 cores: Cores) -> None:
+def gateway_runs(running: Deployment, path: str, secret: str, load: Callable[[str, dict], Load], rounds: int,
+                 profile: str, cores: Cores) -> None:
     with tempfile.TemporaryDirectory(prefix="hub-bench-gateway-") as scratch:
         process, base = serve_hub(Path(scratch) / "hub.log", profile, cores.hub)
         try:
             targets = {
                 # The run's own port answers only with what the gateway adds: the same load both ways.
-                "direct": (f"{running.endpoint}/v1/embeddings",
-                           {UPSTREAM_TOKEN_HEADER.decode(): running.upstream_token}),
-                "gateway": (f"{base}/d/{running.handle}/v1/embeddings", {"Authorization": f"Bearer {secret}"}),
+                "direct": (f"{running.endpoint}{path}", {UPSTREAM_TOKEN_HEADER.decode(): running.upstream_token}),
+                "gateway": (f"{base}/d/{running.handle}{path}", {"Authorization": f"Bearer {secret}"}),
             }
             _check_answers(targets)
             runs = {name: [] for name in targets}
