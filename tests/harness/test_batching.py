@@ -184,8 +184,8 @@ def test_a_lone_input_after_a_long_predict_waits_only_max_wait():
 
 def test_until_the_last_batchs_callers_are_back_a_short_pause_does_not_split_the_batch():
     # A round of 12, then the next round of 12 from 0.25 s, with a 12 ms pause halfway (the
-    # gateway busy relaying): predict() took 0.2 s, so the batch waits out gaps of up to 20 ms
-    # until it holds 12 again, not only max_wait's 5.
+    # gateway busy relaying): predict() took 0.2 s, so the batch waits out gaps of up to 50 ms
+    # until it holds 11 again (nine in ten), not only max_wait's 5.
     delays = [0] * 12 + [0.25 + index * 0.002 for index in range(6)] + [0.272 + index * 0.002 for index in range(6)]
     _, sizes = run(serve(sleeping_predict(0.2), range(24), max_batch_size=64, max_wait_ms=5, delays=delays))
 
@@ -193,8 +193,17 @@ def test_until_the_last_batchs_callers_are_back_a_short_pause_does_not_split_the
 
 
 def test_once_the_last_batchs_callers_are_back_the_batch_waits_only_max_wait():
-    # 5 ms of waiting, not 50 (a tenth of predict()).
+    # 5 ms of waiting, not 125 (a quarter of predict()).
     assert 0.5 <= second_round_seconds(0.5, 5, [1, 2], [3, 4]) < 0.5 + 0.04
+
+
+def test_the_batch_closes_soon_after_the_last_caller_is_back_not_a_long_pause_after_the_first():
+    # The second round's two callers come 10 ms apart: the batch closes 5 ms after the second,
+    # not 125 ms (a quarter of predict()) after the first.
+    started = time.monotonic()
+    _, sizes = run(serve(sleeping_predict(0.5), range(4), max_batch_size=64, max_wait_ms=5, delays=[0, 0, 0.55, 0.56]))
+
+    assert sizes == [2, 2] and time.monotonic() - started < 0.56 + 0.005 + 0.5 + 0.06
 
 
 def test_zero_wait_never_waits_for_a_later_input_even_after_a_long_predict():
