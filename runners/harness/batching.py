@@ -5,7 +5,7 @@ batch opens when its first input arrives, or, for inputs that queued up during t
 predict(), when the model becomes free. It closes when it holds `max_batch_size` inputs, or
 once no input has arrived for `max_wait_ms`; until nine in ten of the last batch's callers
 are back, it waits out a pause of up to a quarter of the last predict()'s time instead (if
-that is longer). At the latest it closes when it has been open as long as the last predict()
+that is longer; 50 ms at most). At the latest it closes when it has been open as long as the last predict()
 took (or `max_wait_ms`, if longer). `max_wait_ms: 0` never waits.
 
 Why it waits: the answers of one batch go out while its callers' next inputs are on their
@@ -39,8 +39,11 @@ from typing import Any
 
 
 # Until the last batch's callers are back, a batch waits out pauses of up to this share of
-# the last predict()'s time.
+# the last predict()'s time, and never more than the cap: the gateway's pauses last tens of
+# milliseconds however long the model takes, and after a 5 s generation a caller who is not
+# coming back must not cost the next one 1.25 s.
 STRAGGLER_WAIT = 0.25
+STRAGGLER_WAIT_MAX_S = 0.05
 
 
 class BatchSizeMismatch(RuntimeError):
@@ -117,7 +120,7 @@ class DynamicBatcher:
         while len(self._queue) < self._max_batch_size:
             # Until most of the last batch's callers are back, a longer pause is waited out.
             returning = bool(self._max_wait_s) and len(self._queue) < self._callers_back()
-            quiet = max(self._max_wait_s, self._last_predict_s * STRAGGLER_WAIT) if returning else self._max_wait_s
+            quiet = self._straggler_wait_s() if returning else self._max_wait_s
             # Inputs that queued during predict() count as arriving when the model became free.
             deadline = min(max(self._queue[-1][2], opened) + quiet, latest)
             if loop.time() >= deadline:
@@ -126,6 +129,9 @@ class DynamicBatcher:
                               deadline=deadline)
         size = min(len(self._queue), self._max_batch_size)
         return [self._queue.popleft()[:2] for _ in range(size)]
+
+    def _straggler_wait_s(self) -> float:
+        return max(self._max_wait_s, min(self._last_predict_s * STRAGGLER_WAIT, STRAGGLER_WAIT_MAX_S))
 
     def _callers_back(self) -> int:
         """How many inputs count as the last batch's callers being back: nine in ten of them
