@@ -23,7 +23,7 @@ gateway = DeploymentGateway.from_settings()
 class GatewaySuccessesUnlogged(logging.Filter):
     """Drops uvicorn's access line of a gateway request that got a 1xx-3xx answer. Those are
     counted per deployment and in /metrics; at a proxy's rate, formatting and writing a line
-    each took about a quarter of the hub's CPU a request (a profile under wrk). Refusals and
+    each took about a tenth of the hub's CPU a request (A/B runs under wrk). Refusals and
     failures (4xx, 5xx) keep their line: someone trying tokens, an endpoint that is down."""
 
     def filter(self, record: logging.LogRecord) -> bool:

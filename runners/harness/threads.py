@@ -48,7 +48,7 @@ def cpu_quota(cgroup_root: Path = CGROUP_ROOT) -> float | None:
     try:
         quota, period = (cgroup_root / "cpu.max").read_text().split()
         return None if quota == "max" else int(quota) / int(period)
-    except (OSError, ValueError):
+    except (OSError, ValueError, ZeroDivisionError):
         pass
     try:
         quota_us = int((cgroup_root / "cpu" / "cpu.cfs_quota_us").read_text())

@@ -36,7 +36,8 @@ def test_cgroup_v1_quota_is_read_from_the_cfs_files(tmp_path, quota_us, quota):
 
 def test_no_cgroup_files_or_unreadable_ones_mean_no_quota(tmp_path):
     assert cpu_quota(tmp_path) is None
-    assert cpu_quota(cgroup_v2(tmp_path, "garbage")) is None
+    assert cpu_quota(cgroup_v2(tmp_path / "garbage", "garbage")) is None
+    assert cpu_quota(cgroup_v2(tmp_path / "no-period", "100000 0")) is None
 
 
 def test_a_quota_caps_the_cores_rounded_up_and_never_below_one(tmp_path):
