@@ -2,9 +2,9 @@
 answer back. Plain Python (no Django): who may call which endpoint is decided before this,
 by the hub (deployments/gateway.py).
 
-- One pooled `aiohttp.ClientSession` for every upstream: keep-alive connections are reused.
-  aiohttp, not httpx: its C parser costs ~60 µs of CPU a request where httpx (httpcore, h11,
-  anyio) cost ~800, and the hub's CPU a request is what the gateway's throughput is made of.
+- One pool of keep-alive connections for every upstream (runners/upstream_pool.py, which
+  says why not aiohttp or httpx: the hub's CPU a request is what the gateway's throughput is
+  made of).
 - Request and response bodies stream chunk by chunk, both ways; nothing is buffered whole.
 - The hub's own credentials (`Authorization`, `Cookie`) and hop-by-hop headers never reach
   the upstream; `X-Forwarded-For/-Proto/-Host` tell it who asked.
@@ -23,11 +23,8 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-import aiohttp
-from multidict import CIMultiDict
-from yarl import URL
-
 from runners.harness.upstream import UPSTREAM_TOKEN_HEADER
+from runners.upstream_pool import UpstreamError, UpstreamPool, UpstreamResponse, UpstreamTimeout
 
 Scope = dict
 Receive = Callable[[], Awaitable[dict]]
@@ -38,9 +35,11 @@ HOP_BY_HOP = frozenset({
     b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"proxy-connection",
     b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
-# The hub's credentials and what the proxy sets itself.
+# The hub's credentials and what the proxy sets itself: the pool writes Host and the body's
+# framing; an `Expect: 100-continue` was answered by the server in front, and the body follows.
 NOT_FORWARDED = HOP_BY_HOP | {
     b"authorization", b"cookie", b"host", b"x-forwarded-proto", b"x-forwarded-host", UPSTREAM_TOKEN_HEADER,
+    b"content-length", b"expect",
 }
 # The endpoint answers on the hub's origin: it may not set the hub's cookies, and the server
 # in front (uvicorn) writes its own Date and Server. Nor may it hand back its upstream token.
@@ -79,11 +78,8 @@ CLIENT_GONE = 499
 # sent on a connection the endpoint is closing at that moment fails. Pooled connections
 # expire well before the endpoint's.
 KEEPALIVE_EXPIRY_SECONDS = 2.0
-# Headers aiohttp adds to every request unless told otherwise (Content-Type: to a body
-# that came without one).
-CLIENT_DEFAULT_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 # What the upstream can do wrong: not answer, break off, or take too long.
-UPSTREAM_ERRORS = (aiohttp.ClientError, asyncio.TimeoutError)
+UPSTREAM_ERRORS = (UpstreamError,)
 
 
 class Gateway:
@@ -91,33 +87,11 @@ class Gateway:
     `aclose()` it on shutdown."""
 
     def __init__(self, *, connect_timeout: float = 5.0, read_timeout: float = 300.0, max_connections: int = 1000):
-        self._timeout = aiohttp.ClientTimeout(total=None, connect=connect_timeout, sock_connect=connect_timeout,
-                                              sock_read=read_timeout)
-        self._max_connections = max_connections
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        # Made on first use, inside the server's event loop.
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0,
-                                               keepalive_timeout=KEEPALIVE_EXPIRY_SECONDS),
-                timeout=self._timeout, trust_env=False,
-                # One pool serves every user's deployment: a cookie one endpoint sets must never
-                # ride along on the next request to the same host (every deployment of a node).
-                cookie_jar=aiohttp.DummyCookieJar(),
-                # Forward what the client sent, nothing more: an Accept-Encoding of the gateway's
-                # own would have an endpoint gzip an answer for a client that never asked for it;
-                # and the answer goes back as the endpoint encoded it.
-                skip_auto_headers=CLIENT_DEFAULT_HEADERS, auto_decompress=False,
-            )
-        return self._session
+        self.pool = UpstreamPool(connect_timeout=connect_timeout, read_timeout=read_timeout,
+                                 max_connections=max_connections, keepalive_expiry=KEEPALIVE_EXPIRY_SECONDS)
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.pool.aclose()
 
     async def forward(self, scope: Scope, receive: Receive, send: Send, *, upstream: str, path: str,
                       upstream_token: str, max_body_bytes: int, on_finish: OnFinish | None = None) -> ProxyResult:
@@ -149,10 +123,9 @@ class Gateway:
             return
         try:
             body = await _request_body(receive, exchange, max_body_bytes)
-            response = await self.session.request(
-                scope["method"], URL(_upstream_url(upstream, path, scope), encoded=True),
-                headers=_header_dict(scope, upstream_token),
-                data=body or None, allow_redirects=False,
+            response = await self.pool.request(
+                scope["method"], upstream, _target(path, scope), _upstream_headers(scope, upstream_token), body,
+                declared_length=None if isinstance(body, bytes) else declared,
             )
         except ClientGone:
             exchange.status, exchange.error = CLIENT_GONE, "the client went away before its request was complete"
@@ -160,8 +133,12 @@ class Gateway:
         except BodyTooLarge:
             await exchange.refuse(413, f"the request body grew past {max_body_bytes} bytes, the most this endpoint takes")
             return
+        except ValueError as exc:
+            # A path or header the pool will not write (only the hub's own calls can have one).
+            await exchange.refuse(400, f"the request cannot be forwarded: {exc}")
+            return
         except UPSTREAM_ERRORS as exc:
-            await exchange.refuse_upstream(exc, max_body_bytes)
+            await exchange.refuse_upstream(exc)
             return
         try:
             if _whole_and_small(response):
@@ -169,16 +146,13 @@ class Gateway:
             else:
                 await _unless_client_leaves(exchange.stream(response), receive, exchange)
         finally:
-            # Unread (the client left, the stream broke): the connection is closed, not pooled.
-            if response.content.at_eof():
-                response.release()
-            else:
-                response.close()
+            # Unread to its end (the client left, the stream broke): the connection is closed, not pooled.
+            response.release()
 
 
-def _header_dict(scope: Scope, upstream_token: str) -> CIMultiDict:
-    headers = CIMultiDict((name.decode("latin-1"), value.decode("latin-1")) for name, value in forwarded_headers(scope))
-    headers[UPSTREAM_TOKEN_HEADER.decode()] = upstream_token
+def _upstream_headers(scope: Scope, upstream_token: str) -> list[tuple[bytes, bytes]]:
+    headers = forwarded_headers(scope)
+    headers.append((UPSTREAM_TOKEN_HEADER, upstream_token.encode("latin-1")))
     return headers
 
 
@@ -192,8 +166,6 @@ class _Exchange:
         self.bytes_out = 0
         self.error = ""
         self.started = False
-        # Why the request's streamed body stopped, when it stopped under the client.
-        self.body_failure: Exception | None = None
 
     async def refuse(self, status: int, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
         self.error = message
@@ -201,25 +173,19 @@ class _Exchange:
         self.status = status
         self.started = True
 
-    async def refuse_upstream(self, exc: Exception, max_body_bytes: int) -> None:
-        """The upstream failed before its answer began; or the request's own streamed body
-        failed under the client (aiohttp sends it from a task of its own and reports its
-        failure as a connection error)."""
-        if isinstance(self.body_failure, BodyTooLarge):
-            await self.refuse(413, f"the request body grew past {max_body_bytes} bytes, the most this endpoint takes")
-        elif isinstance(self.body_failure, ClientGone):
-            self.status, self.error = CLIENT_GONE, "the client went away before its request was complete"
-        elif isinstance(exc, asyncio.TimeoutError):
-            await self.refuse(504, f"the deployment did not answer in time ({type(exc).__name__})")
+    async def refuse_upstream(self, exc: UpstreamError) -> None:
+        """The upstream failed before its answer began."""
+        if isinstance(exc, UpstreamTimeout):
+            await self.refuse(504, f"the deployment did not answer in time ({exc})")
         else:
             await self.refuse(502, f"the deployment cannot be reached: {_reason(exc)}")
 
-    async def start(self, response: aiohttp.ClientResponse) -> None:
-        headers = [(name, value) for name, value in response.raw_headers if name.lower() not in NOT_RETURNED]
+    async def start(self, response: UpstreamResponse) -> None:
+        headers = [(name, value) for name, value in response.headers if name.lower() not in NOT_RETURNED]
         await self._send({"type": "http.response.start", "status": response.status, "headers": headers + RETURNED_EXTRA})
         self.status, self.started = response.status, True
 
-    async def answer_whole(self, response: aiohttp.ClientResponse) -> None:
+    async def answer_whole(self, response: UpstreamResponse) -> None:
         """A small answer of known length: read, then sent in one piece, without a watcher
         for the client leaving (nothing long is left to stop reading)."""
         try:
@@ -231,11 +197,11 @@ class _Exchange:
         self.bytes_out = len(body)
         await self._send({"type": "http.response.body", "body": body, "more_body": False})
 
-    async def stream(self, response: aiohttp.ClientResponse) -> None:
+    async def stream(self, response: UpstreamResponse) -> None:
         await self.start(response)
         try:
             # Raw: as the upstream encoded it (gzip stays gzip), each chunk as it arrives.
-            async for chunk in response.content.iter_any():
+            async for chunk in response.chunks():
                 self.bytes_out += len(chunk)
                 await self._send({"type": "http.response.body", "body": chunk, "more_body": True})
         except UPSTREAM_ERRORS as exc:
@@ -248,10 +214,9 @@ class _Exchange:
 WHOLE_ANSWER_BYTES = 256 * 1024
 
 
-def _whole_and_small(response: aiohttp.ClientResponse) -> bool:
-    length = response.headers.get("content-length", "")
-    return length.isdigit() and int(length) <= WHOLE_ANSWER_BYTES and "text/event-stream" not in response.headers.get(
-        "content-type", "")
+def _whole_and_small(response: UpstreamResponse) -> bool:
+    length = response.content_length
+    return length is not None and length <= WHOLE_ANSWER_BYTES and b"text/event-stream" not in response.content_type
 
 
 async def _unless_client_leaves(streaming: Awaitable[None], receive: Receive, exchange: _Exchange) -> None:
@@ -307,13 +272,11 @@ async def _request_body(receive: Receive, exchange: _Exchange, limit: int) -> by
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
-                exchange.body_failure = ClientGone()
-                raise exchange.body_failure
+                raise ClientGone()
             piece = message.get("body", b"")
             exchange.bytes_in += len(piece)
             if exchange.bytes_in > limit:
-                exchange.body_failure = BodyTooLarge()
-                raise exchange.body_failure
+                raise BodyTooLarge()
             if piece:
                 yield piece
             if not message.get("more_body", False):
@@ -385,9 +348,9 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-def _upstream_url(upstream: str, path: str, scope: Scope) -> str:
+def _target(path: str, scope: Scope) -> str:
     query = scope.get("query_string", b"")
-    return upstream.rstrip("/") + path + (("?" + query.decode("latin-1")) if query else "")
+    return path + (("?" + query.decode("latin-1")) if query else "")
 
 
 def _reason(exc: Exception) -> str:

@@ -57,7 +57,7 @@ def test_the_gateway_closes_its_upstream_connections_when_the_server_stops():
     gateway = DeploymentGateway.from_settings()
 
     async def start_and_stop() -> list[str]:
-        assert not gateway.core.session.closed  # the pool exists once the server runs
+        assert not gateway.core.pool.closed  # the pool is open while the server runs
         messages = iter([{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}])
         sent = []
 
@@ -71,4 +71,4 @@ def test_the_gateway_closes_its_upstream_connections_when_the_server_stops():
         return sent
 
     assert asyncio.run(start_and_stop()) == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
-    assert gateway.core._session is None
+    assert gateway.core.pool.closed and gateway.core.pool.idle_connections() == 0

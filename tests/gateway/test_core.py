@@ -212,8 +212,7 @@ def test_it_reuses_pooled_connections_to_the_upstream(proxied, upstream):
     ports = {dict(request["headers"]).get("x-forwarded-for") for request in upstream.seen}
     assert ports == {"127.0.0.1"}
     # One keep-alive connection served all five: the pool holds it.
-    connector = proxied.core.session.connector
-    assert sum(len(idle) for idle in connector._conns.values()) == 1
+    assert proxied.core.pool.idle_connections() == 1
 
 
 def test_free_port_is_usable_for_the_unreachable_case():
@@ -248,12 +247,32 @@ def test_pooled_connections_expire_well_before_an_endpoint_closes_them():
     # the endpoint is closing at that moment fails the call (a ReadError, seen as a 502).
     endpoint_keep_alive = uvicorn.Config(app=None).timeout_keep_alive
     assert KEEPALIVE_EXPIRY_SECONDS <= endpoint_keep_alive - 2
-    gateway = Gateway()
+    assert Gateway().pool.keepalive_expiry == KEEPALIVE_EXPIRY_SECONDS
 
-    async def expiry() -> float:
+
+def test_a_path_that_would_split_the_upstream_request_gets_400_and_sends_nothing(upstream):
+    # Clients cannot send one (the server in front parses their request line); the hub's own
+    # calls build theirs from a path, so the core checks it before anything is written.
+    gateway = Gateway()
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "scheme": "http", "path": "/", "query_string": b"",
+             "headers": [(b"host", b"hub")], "client": ("127.0.0.1", 0)}
+
+    async def forward():
         try:
-            return gateway.session.connector._keepalive_timeout
+            return await gateway.forward(scope, receive, send, upstream=upstream.url, path="/x HTTP/1.1\r\nx-forged: 1\r\n\r\n",
+                                         upstream_token=UPSTREAM_TOKEN, max_body_bytes=LIMIT)
         finally:
             await gateway.aclose()
 
-    assert asyncio.run(expiry()) == KEEPALIVE_EXPIRY_SECONDS
+    result = asyncio.run(forward())
+    assert result.status == 400 and sent[0]["status"] == 400
+    assert b"not a valid request target" in sent[1]["body"]
+    assert upstream.seen == []
