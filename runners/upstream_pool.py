@@ -246,8 +246,8 @@ class _Connection(asyncio.Protocol):
             else:
                 response.failed(UpstreamBrokeOff(f"the connection closed before the answer was complete"
                                                  f"{f' ({exc})' if exc else ''}"))
-        if self._writable is not None and not self._writable.done():
-            self._writable.set_exception(UpstreamBrokeOff("the connection closed while the request was being sent"))
+        # A body being sent stops at its next piece (`closed`); the answer's wait says why.
+        self.resume_writing()
 
     def pause_writing(self) -> None:
         self._writable = self.loop.create_future()
