@@ -21,16 +21,19 @@ and in this process's CPU time. Target: under 50 ms. bench/scheduler.py's pure
 serves it (uvicorn with uvloop and httptools, in its own process), and the same load sent
 to the container directly and through `/d/<handle>/v1/embeddings` with an endpoint token,
 in alternating runs: 32 keep-alive connections sending the same embeddings request back to
-back, from wrk when it is installed (Debian's `wrk`: ~10 µs of CPU a request), else from
-httpx clients in this process (~0.8 ms a request, taken from the cores the hub and the
-model run on). Target: at least 0.9 of direct throughput, p99 within 10 ms of direct
-(medians of the runs each way). Three times on Docker: with the hub, the load and the
-model sharing every core (on a 2-core machine the hub's CPU is taken from the model's),
-then the model's container held to one core and the hub and the load to the other
-(split), then the hub alone on one core and the model and the load on the other (apart,
-as production is: see Cores). 32 connections: a batching server's load. With 8, each
-batch's callers come back within the harness's 5 ms batch window only when nothing stands
-between them and the model, so any hop in front of it splits batches.
+back for 20 s after a 1 s warm-up, from wrk when it is installed (Debian's `wrk`: ~10 µs of
+CPU a request), else from httpx clients in this process (~0.8 ms a request, taken from the
+cores the hub and the model run on). 20 s, not 10: a run's p99 is its slowest 1%, and in
+10 s of 100 ms batches that is about one batch, so one slow batch decided it. Target: at
+least 0.9 of direct throughput, p99 within 10 ms of direct (medians of the runs each way).
+Three times on Docker: with the hub, the load and the model sharing every core (on a
+2-core machine the hub's CPU is taken from the model's), then the model's container held
+to one core and the hub and the load to the other (split), then the hub alone on one core
+and the model and the load on the other (apart, as production is: see Cores).
+32 connections: a batching server's load. With 8, each batch's callers come back within
+the harness's 5 ms batch window only when nothing stands between them and the model, so
+any hop in front of it splits batches; the endpoint's own count of inputs per batch, each
+way, shows whether the gateway did.
 Then the same for a GPU-like stand-in (the harness, batching as MiniLM does, whose batch
 takes 100 ms whatever its size and no CPU, answering 384 floats an input): without the
 model's own CPU in the measurement, what the gateway does to a batching endpoint shows
@@ -53,8 +56,9 @@ process's memory with 1,000 HTTP requests held during one wake. Target: under 10
 than idle.
 
     python bench/deploy.py [--runner auto|docker|process] [--runs 3] [--rounds 200]
-                           [--clients 32] [--load auto|wrk|httpx] [--seconds 10] [--requests 1600]
+                           [--clients 32] [--load auto|wrk|httpx] [--seconds 20] [--requests 1600]
                            [--gateway-runs 3] [--gateway-profile FILE]
+                           [--gateway-endpoints minilm,stand-in] [--gateway-layouts shared,split,apart]
                            [--skip-press] [--skip-gateway] [--skip-wake] [--skip-held] [--skip-graph]
                            [--skip-scheduler]
 """
@@ -77,7 +81,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -388,6 +392,8 @@ class Echo:
         time.sleep(0.1)
         return [{"data": [{"embedding": [0.015625] * 384}]} for _ in batch]
 """
+GATEWAY_ENDPOINTS = ("minilm", "stand-in")
+GATEWAY_LAYOUTS = ("shared", "split", "apart")
 GATEWAY_THROUGHPUT_TARGET = 0.9
 GATEWAY_P99_TARGET_MS = 10.0
 EMBEDDING_REQUEST = json.dumps({"input": ["The gateway should add little to the model's own answer."],
@@ -424,17 +430,24 @@ end
 """
 
 
+WARMUP_SECONDS = 1
+
+
 def wrk_load(url: str, headers: dict[str, str], clients: int, seconds: float) -> Load:
     """`clients` keep-alive connections sending the same request back to back for `seconds`,
-    from wrk (one thread: ~10 µs of CPU a request, where httpx takes ~0.8 ms of the same
-    cores the hub and the model run on)."""
+    after `WARMUP_SECONDS` of the same untimed, from wrk (one thread: ~10 µs of CPU a request,
+    where httpx takes ~0.8 ms of the same cores the hub and the model run on)."""
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
         script.write(WRK_SCRIPT % EMBEDDING_REQUEST.decode())
         script.flush()
-        command = ["wrk", "-t1", f"-c{clients}", f"-d{seconds:g}s", "--timeout", "60s", "-s", script.name]
+        command = ["wrk", "-t1", f"-c{clients}", "--timeout", "60s", "-s", script.name]
         for name, value in headers.items():
             command += ["-H", f"{name}: {value}"]
-        output = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+        # Untimed first: the gateway's pool has let its connections to the endpoint go while the
+        # other way ran (2 s idle), and 32 connections opened at once made the first batch the
+        # slowest of a run: with ~90 batches in 10 s, p99 was that one batch.
+        subprocess.run([*command, f"-d{WARMUP_SECONDS}s", url], capture_output=True, text=True, check=True)
+        output = subprocess.run([*command, f"-d{seconds:g}s", url], capture_output=True, text=True, check=True).stdout
     figures = json.loads(output.strip().splitlines()[-1])
     return Load(seconds=figures["duration_us"] / 1e6, answered=figures["requests"] - figures["errors"],
                 errors=figures["errors"], p50_ms=figures["p50_us"] / 1000, p99_ms=figures["p99_us"] / 1000)
@@ -478,9 +491,9 @@ def load_plan(tool: str, clients: int, requests: int, seconds: float) -> tuple[s
 
 
 def serve_hub(log: Path, profile: str = "", cores: set[int] | None = None) -> tuple[subprocess.Popen, str]:
-    """The hub as `make run` serves it (uvicorn, uvloop, httptools) on the bench database;
-    under cProfile, its stats written to `profile` when it stops, if one is named; held to
-    `cores` (all of its threads: they inherit it) if given."""
+    """The hub as `make run` serves it (`manage.py serve`: uvicorn, uvloop, httptools) on the
+    bench database; under cProfile, its stats written to `profile` when it stops, if one is
+    named; held to `cores` (all of its threads: they inherit it) if given."""
     sys.path.insert(0, str(ROOT))
     from tests.browser.conftest import test_database_url
     from tests.netutil import wait_for_port
@@ -490,8 +503,7 @@ def serve_hub(log: Path, profile: str = "", cores: set[int] | None = None) -> tu
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, *(["-m", "cProfile", "-o", profile] if profile else []),
-             "-m", "uvicorn", "hub_site.asgi:application", "--host", "127.0.0.1", "--port", str(port),
-             "--loop", "uvloop", "--http", "httptools", "--no-server-header"],
+             "manage.py", "serve", "--host", "127.0.0.1", "--port", str(port)],
             cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
         )
@@ -543,7 +555,8 @@ def held_to(cores: Cores, container):
             container.update(cpuset_cpus=",".join(map(str, sorted(every))))
 
 
-def bench_gateway(runner: str, plan: tuple[str, Callable[[str, dict], Load]], rounds: int, profile: str = "") -> None:
+def bench_gateway(runner: str, plan: tuple[str, Callable[[str, dict], Load]], rounds: int, profile: str = "",
+                  only: Sequence[str] = GATEWAY_ENDPOINTS, layouts: Sequence[str] = GATEWAY_LAYOUTS) -> None:
     hub = bench_hub(runner)
     with tempfile.TemporaryDirectory(prefix="hub-bench-gateway-") as scratch:
         stand_in = publish_folder(template_folder(Path(scratch), "gpu-stand-in", {"cpu": 1, "memory_gb": 1},
@@ -552,14 +565,15 @@ def bench_gateway(runner: str, plan: tuple[str, Callable[[str, dict], Load]], ro
     print(f"gateway: on {hub.where}, {os.cpu_count()} CPUs, {connection.vendor}; the load from {plan[0]}, "
           f"{rounds} runs each way, alternating")
     hub.built(hub.minilm(), stand_in)
-    for version, path, what in ((hub.minilm(), "/v1/embeddings", "MiniLM, on the CPU"),
-                                (stand_in, "/predict", "the GPU-like stand-in: 100 ms a batch, no CPU")):
+    endpoints = {"minilm": (hub.minilm(), "/v1/embeddings", "MiniLM, on the CPU"),
+                 "stand-in": (stand_in, "/predict", "the GPU-like stand-in: 100 ms a batch, no CPU")}
+    for version, path, what in (endpoints[name] for name in only):
         print(f" {what}")
-        gateway_endpoint(hub, version, path, plan[1], rounds, profile)
+        gateway_endpoint(hub, version, path, plan[1], rounds, profile, layouts)
 
 
 def gateway_endpoint(hub: BenchHub, version, path: str, load: Callable[[str, dict], Load], rounds: int,
-                     profile: str) -> None:
+                     profile: str, layouts: Sequence[str]) -> None:
     deployment = deployment_create(owner=hub.owner, version=version, inputs={}).deployment
     running = hub.worker.until_settled(deployment.pk)
     if running.state != State.RUNNING:
@@ -568,6 +582,8 @@ def gateway_endpoint(hub: BenchHub, version, path: str, load: Callable[[str, dic
     container = runner_for(running.node).client.containers.get(container_name(running.handle)) if hub.docker else None
     try:
         for cores in core_layouts(hub.docker):
+            if cores.name.split(":")[0] not in layouts:
+                continue
             print(f"  {cores.name}")
             with held_to(cores, container):
                 gateway_runs(running, path, secret, load, rounds, profile, cores)
@@ -589,21 +605,35 @@ def gateway_runs(running: Deployment, path: str, secret: str, load: Callable[[st
             _check_answers(targets)
             runs = {name: [] for name in targets}
             hub_cpu_s = {name: 0.0 for name in targets}
+            batches = {name: [0.0, 0.0] for name in targets}
             for _ in range(rounds):
                 for name, (url, headers) in targets.items():
-                    before = cpu_seconds(process.pid)
+                    before, batched = cpu_seconds(process.pid), batch_totals(running)
                     runs[name].append(load(url, headers))
                     hub_cpu_s[name] += cpu_seconds(process.pid) - before
+                    batches[name] = [total + now - then for total, now, then in
+                                     zip(batches[name], batch_totals(running), batched, strict=True)]
         finally:
             # Ctrl+C rather than SIGTERM: uvicorn raises either again once it has stopped, and
             # only the KeyboardInterrupt lets cProfile write its stats first.
             process.send_signal(signal.SIGINT)
             process.wait(30)
     report_gateway(runs)
+    # The same batches both ways means nothing in front of the model split them.
+    print("  inputs per batch, from the endpoint's own metrics (warm-ups included): "
+          + ", ".join(f"{name} {inputs / count:.1f}" for name, (count, inputs) in batches.items() if count))
     forwarded = sum(run.answered + run.errors + run.warmups for run in runs["gateway"])
     # Wall-clock figures on a shared machine move with its load; this one does not.
     print(f"  the hub's own CPU per request through the gateway: {hub_cpu_s['gateway'] / forwarded * 1000:.2f} ms "
           f"(idle, during the direct runs: {hub_cpu_s['direct']:.2f} s in all)")
+
+
+def batch_totals(running: Deployment) -> tuple[float, float]:
+    """predict() calls and inputs so far, as the endpoint's harness counts them (/metrics)."""
+    answer = httpx.get(f"{running.endpoint}/metrics", headers={UPSTREAM_TOKEN_HEADER.decode(): running.upstream_token},
+                       timeout=30, trust_env=False)
+    values = dict(line.rsplit(" ", 1) for line in answer.text.splitlines() if line.startswith("hub_batch_size_"))
+    return float(values.get("hub_batch_size_count", 0)), float(values.get("hub_batch_size_sum", 0))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -765,6 +795,14 @@ def bench_scheduler(nodes: int, deployments: int, rounds: int) -> None:
     print(f"  target: under {SCHEDULER_TARGET_MS:.0f} ms at p99: {'OK' if p99 < SCHEDULER_TARGET_MS else 'OVER TARGET'}")
 
 
+def _choices(given: str, known: Sequence[str]) -> list[str]:
+    chosen = [name.strip() for name in given.split(",") if name.strip()]
+    unknown = sorted(set(chosen) - set(known))
+    if unknown or not chosen:
+        raise SystemExit(f"choose among {', '.join(known)} (comma-separated), not {given!r}")
+    return chosen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
@@ -782,7 +820,11 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32, help="gateway: concurrent clients")
     parser.add_argument("--load", choices=["auto", "wrk", "httpx"], default="auto",
                         help="gateway: what sends the load (auto: wrk when installed)")
-    parser.add_argument("--seconds", type=float, default=10, help="gateway: seconds a run (wrk)")
+    parser.add_argument("--seconds", type=float, default=20, help="gateway: seconds a run (wrk)")
+    parser.add_argument("--gateway-endpoints", default=",".join(GATEWAY_ENDPOINTS),
+                        help=f"gateway: which endpoints to measure, of {','.join(GATEWAY_ENDPOINTS)}")
+    parser.add_argument("--gateway-layouts", default=",".join(GATEWAY_LAYOUTS),
+                        help=f"gateway: which layouts of the cores (see Cores), of {','.join(GATEWAY_LAYOUTS)}")
     parser.add_argument("--requests", type=int, default=1600, help="gateway: requests a run (httpx)")
     parser.add_argument("--gateway-runs", type=int, default=3, help="gateway: runs each way (direct, gateway), alternating")
     parser.add_argument("--gateway-profile", default="", metavar="FILE",
@@ -798,7 +840,8 @@ def main() -> None:
             bench_press_to_ready(args.runs, args.runner)
         if not args.skip_gateway:
             plan = load_plan(args.load, args.clients, args.requests, args.seconds)
-            bench_gateway(args.runner, plan, args.gateway_runs, args.gateway_profile)
+            bench_gateway(args.runner, plan, args.gateway_runs, args.gateway_profile,
+                          _choices(args.gateway_endpoints, GATEWAY_ENDPOINTS), _choices(args.gateway_layouts, GATEWAY_LAYOUTS))
         if not args.skip_wake:
             bench_wake(args.runner, args.runs)
         if not args.skip_graph:
