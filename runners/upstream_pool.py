@@ -260,6 +260,9 @@ class _Connection(asyncio.Protocol):
     # --- httptools callbacks
 
     def on_message_begin(self) -> None:
+        if self.response.complete:
+            # One answer a request: what follows would overwrite it while the gateway reads it.
+            raise UpstreamBrokeOff("the deployment sent a second answer to one request")
         self._headers = []
 
     def on_header(self, name: bytes, value: bytes) -> None:

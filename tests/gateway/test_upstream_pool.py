@@ -381,3 +381,23 @@ def test_a_large_answer_for_a_slow_reader_stops_being_read_from_the_upstream():
     assert held <= PAUSE_READING_BYTES + 256 * 1024
     # The kernel's socket buffers take a few MiB more; the rest stayed with the upstream.
     assert sent < total // 4
+
+
+def test_a_second_answer_to_one_request_leaves_the_first_as_it_was_and_closes_the_connection():
+    async def two_answers(reader, writer):
+        await reader.request()
+        writer.write(OK + b"HTTP/1.1 302 Found\r\nlocation: /elsewhere\r\ncontent-length: 0\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async def scenario():
+        async with RawUpstream(two_answers) as upstream:
+            pool = UpstreamPool()
+            response = await pool.request("GET", upstream.url, "/", [])
+            body = await response.read()
+            response.release()
+            answer = (response.status, response.headers, body, pool.idle_connections())
+            await pool.aclose()
+            return answer
+
+    assert run(scenario) == (200, [(b"content-length", b"2")], b"ok", 0)
