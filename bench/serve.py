@@ -1,16 +1,23 @@
-"""Serving throughput: the harness vs LitServe vs the bare model, on this machine, loopback only.
+"""Serving throughput: the harness vs LitServe vs the bare model, on this machine, loopback only;
+and the harness behind the gateway's forwarding core.
 
     var/template-env/bin/pip install litserve==0.2.19     # once; the bench only, not a template pin
     var/template-env/bin/python bench/serve.py [--clients 32] [--slices 12] [--slice-seconds 3]
 
 Both servers run the minilm-embeddings handler (same model, same `predict`, same batching
-settings from its hub.yaml) as separate processes; the same load generator (C concurrent
+settings from its hub.yaml) as separate processes, and the same harness is also called
+through the gateway's forwarding core (bench/gateway_core.py: `runners.gateway.Gateway`
+under uvicorn as the hub serves it, in a process of its own), whose requests are charged
+the CPU of both; the same load generator (C concurrent
 keep-alive HTTP/1.1 connections, one short sentence per request, bounded in count and time)
 drives each in turn. The ceiling is `model.encode` on batches as large as the load can form
-(one sentence per client), with no HTTP at all. Both servers stay up; the three are measured
+(one sentence per client), with no HTTP at all. The servers stay up; all are measured
 in short interleaved slices, so all share whatever else the machine is doing. "Per
 CPU-second" divides the work done by the CPU time the server's processes (or the bare model)
 used during its slices; the CPU a server burns while the others are measured is printed too.
+Targets (issue 10): the harness at least 0.9 of the ceiling per CPU-second, at least 0.8
+with the gateway in front. The harness runs locked with an upstream token, as deployed,
+and the direct load sends it as the gateway does.
 All three run with the harness's thread settings (runners/harness/threads.py, e.g. OpenMP's
 wait policy), so the comparison measures serving, not how torch's threads wait; set one in the
 environment to measure all three under another (`OMP_WAIT_POLICY=ACTIVE`, or empty for the
@@ -29,6 +36,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,10 +45,13 @@ sys.path.insert(0, str(ROOT))
 from runners.harness.manifest import read_serve_config  # noqa: E402
 from runners.harness.testing import RunningTemplate, free_port, launch, stop, wait_until_ready  # noqa: E402
 from runners.harness.threads import THREAD_DEFAULTS, export_thread_defaults  # noqa: E402
+from runners.harness.upstream import UPSTREAM_TOKEN_ENV  # noqa: E402
 
 TEMPLATE = ROOT / "fixtures" / "templates" / "minilm-embeddings"
 SENTENCE = "The quick brown fox jumps over the lazy dog."
 WARMUP_REQUESTS = 100
+UPSTREAM_TOKEN = "bench-upstream-token-" + "t" * 24
+HARNESS_TARGET, GATEWAY_TARGET = 0.9, 0.8
 
 
 def main() -> None:
@@ -50,43 +61,67 @@ def main() -> None:
     print(describe_machine(args, config))
     model = load_model()
     harness, litserve = start_and_warm(start_harness, config, args), start_and_warm(start_litserve, config, args)
+    gateway = start_and_warm(lambda _: start_gateway(harness), config, args)
+    contenders = {"harness": Contender(harness.url, [harness], DIRECT_HEADERS),
+                  "litserve": Contender(litserve.url, [litserve]),
+                  "gateway": Contender(gateway.url, [gateway, harness])}
     try:
-        totals = interleave(model, {"harness": harness, "litserve": litserve}, args)
+        totals = interleave(model, contenders, args)
     finally:
-        stop(harness)
-        stop(litserve)
+        for server in (gateway, harness, litserve):
+            stop(server)
     report(totals, args)
+
+
+@dataclass(frozen=True)
+class Contender:
+    """Where the load goes, and the servers whose CPU its requests use."""
+
+    url: str
+    servers: list[RunningTemplate]
+    headers: str = ""
+
+
+# What the gateway adds to each request it forwards; the direct load sends it too.
+DIRECT_HEADERS = f"X-Hub-Upstream-Token: {UPSTREAM_TOKEN}\r\n"
 
 
 def start_and_warm(start, config, args) -> RunningTemplate:
     server, wait_for_ready = start(config)
     try:
         wait_for_ready(server)
-        asyncio.run(load(server.url, "/predict", args.clients, WARMUP_REQUESTS, args.slice_seconds * 5))
+        asyncio.run(load(server.url, "/predict", args.clients, WARMUP_REQUESTS, args.slice_seconds * 5, DIRECT_HEADERS))
     except BaseException:
         stop(server)
         raise
     return server
 
 
-def interleave(model, servers: dict[str, RunningTemplate], args) -> dict[str, dict]:
-    """Short slices of ceiling, harness and LitServe in rotating order, so all three share
-    whatever else the machine is doing at the time; the idle server waits, taking no requests."""
-    names = ["ceiling", *servers]
+def interleave(model, contenders: dict[str, Contender], args) -> dict[str, dict]:
+    """Short slices of the ceiling and each contender in rotating order, so all share whatever
+    else the machine is doing at the time; the idle servers wait, taking no requests."""
+    names = ["ceiling", *contenders]
+    pids = {server.process.pid for contender in contenders.values() for server in contender.servers}
     totals = {name: {"count": 0, "seconds": 0.0, "cpu": 0.0, "idle_cpu": 0.0, "latencies": [], "errors": 0}
               for name in names}
     for slice_number in range(args.slices):
-        order = names[slice_number % 3:] + names[:slice_number % 3]
-        for name in order:
-            cpu_before = {other: group_cpu_seconds(server.process.pid) for other, server in servers.items()}
+        shift = slice_number % len(names)
+        for name in names[shift:] + names[:shift]:
+            before = {pid: group_cpu_seconds(pid) for pid in pids}
             if name == "ceiling":
                 add(totals[name], measure_ceiling(model, args.clients, args.slice_seconds))
             else:
-                add(totals[name], asyncio.run(
-                    load(servers[name].url, "/predict", args.clients, args.max_requests, args.slice_seconds)))
-            for other, server in servers.items():
-                used = group_cpu_seconds(server.process.pid) - cpu_before[other]
-                totals[other]["cpu" if other == name else "idle_cpu"] += used
+                contender = contenders[name]
+                add(totals[name], asyncio.run(load(contender.url, "/predict", args.clients, args.max_requests,
+                                                   args.slice_seconds, contender.headers)))
+            used = {pid: group_cpu_seconds(pid) - before[pid] for pid in pids}
+            busy = {server.process.pid for server in contenders[name].servers} if name in contenders else set()
+            for other, contender in contenders.items():
+                mine = {server.process.pid for server in contender.servers}
+                if other == name:
+                    totals[other]["cpu"] += sum(used[pid] for pid in mine)
+                else:  # what its servers burned while no request of any contender came to them
+                    totals[other]["idle_cpu"] += sum(used[pid] for pid in mine - busy)
     return totals
 
 
@@ -113,7 +148,12 @@ def report(totals: dict[str, dict], args) -> None:
         print(line)
     for label, measure in (("throughput", rates), ("per CPU-second", per_cpu)):
         print(f"  {label:15s} harness / litserve = {measure['harness'] / measure['litserve']:.2f}x"
-              f"   harness / ceiling = {measure['harness'] / measure['ceiling']:.2f}")
+              f"   harness / ceiling = {measure['harness'] / measure['ceiling']:.2f}"
+              f"   gateway / ceiling = {measure['gateway'] / measure['ceiling']:.2f}")
+    harness, gateway = per_cpu["harness"] / per_cpu["ceiling"], per_cpu["gateway"] / per_cpu["ceiling"]
+    print(f"  targets, per CPU-second of the ceiling: harness {harness:.2f} (>= {HARNESS_TARGET}), "
+          f"through the gateway {gateway:.2f} (>= {GATEWAY_TARGET}): "
+          f"{'PASS' if harness >= HARNESS_TARGET and gateway >= GATEWAY_TARGET else 'MISS'}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -164,8 +204,18 @@ def measure_ceiling(model, batch_size: int, seconds: float) -> dict:
 
 
 def start_harness(config) -> tuple[RunningTemplate, Callable[[RunningTemplate], None]]:
-    server = launch(TEMPLATE, python=sys.executable, extra_args=["--log-level", "warning"])
+    server = launch(TEMPLATE, python=sys.executable, extra_args=["--log-level", "warning"],
+                    env={UPSTREAM_TOKEN_ENV: UPSTREAM_TOKEN})
     return server, wait_until_ready
+
+
+def start_gateway(harness: RunningTemplate) -> tuple[RunningTemplate, Callable[[RunningTemplate], None]]:
+    port = free_port()
+    log_path = Path(tempfile.mkstemp(prefix="bench-gateway-", suffix=".log")[1])
+    command = [sys.executable, str(ROOT / "bench" / "gateway_core.py"), str(port), harness.url, UPSTREAM_TOKEN]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return RunningTemplate(process=process, url=f"http://127.0.0.1:{port}", log_path=log_path), answers_a_request
 
 
 def start_litserve(config) -> tuple[RunningTemplate, Callable[[RunningTemplate], None]]:
@@ -180,22 +230,24 @@ def start_litserve(config) -> tuple[RunningTemplate, Callable[[RunningTemplate],
 
 
 def answers_a_request(server: RunningTemplate, timeout: float = 180) -> None:
-    """LitServe's readiness: a real request succeeds."""
+    """Readiness of LitServe or the gateway in front of the harness: a real request succeeds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"LitServe exited:\n{server.output()}")
+            raise RuntimeError(f"the server exited:\n{server.output()}")
         with contextlib.suppress(OSError):
-            if server.post_json("/predict", {"input": SENTENCE}, timeout=5)[0] == 200:
+            answer = server.request("POST", "/predict", json.dumps({"input": SENTENCE}).encode(),
+                                    {"Content-Type": "application/json", "X-Hub-Upstream-Token": UPSTREAM_TOKEN}, timeout=5)
+            if answer[0] == 200:
                 return
         time.sleep(0.2)
-    raise RuntimeError(f"LitServe not ready after {timeout:.0f}s:\n{server.output()}")
+    raise RuntimeError(f"the server was not ready after {timeout:.0f}s:\n{server.output()}")
 
 
-async def load(url: str, path: str, clients: int, total: int, seconds: float) -> dict:
+async def load(url: str, path: str, clients: int, total: int, seconds: float, headers: str = "") -> dict:
     host, port = url.removeprefix("http://").split(":")
     body = json.dumps({"input": SENTENCE}).encode()
-    request = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+    request = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n{headers}"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
     budget = {"left": total}
     latencies: list[float] = []
