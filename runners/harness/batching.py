@@ -37,7 +37,6 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any
 
-
 # Until the last batch's callers are back, a batch waits out pauses of up to this share of
 # the last predict()'s time, and never more than the cap: the gateway's pauses last tens of
 # milliseconds however long the model takes, and after a 5 s generation a caller who is not
