@@ -322,7 +322,7 @@ class _Connection(asyncio.Protocol):
         """Wait for `future`, at most the read timeout since the last sign of life."""
         if future.done():
             return future.result()
-        timer = self.loop.call_later(self.pool.read_timeout, _time_out, future)
+        timer = self.loop.call_later(self.pool.read_timeout, _time_out, future, self.pool.read_timeout)
         try:
             return await future
         finally:
@@ -369,9 +369,9 @@ class _Connection(asyncio.Protocol):
             name.lower() == b"transfer-encoding" for name, _ in response.headers)
 
 
-def _time_out(future: asyncio.Future) -> None:
+def _time_out(future: asyncio.Future, seconds: float) -> None:
     if not future.done():
-        future.set_exception(UpstreamTimeout("the deployment sent nothing for too long"))
+        future.set_exception(UpstreamTimeout(f"nothing came from it for {seconds:g} s"))
 
 
 class UpstreamPool:
@@ -421,6 +421,9 @@ class UpstreamPool:
             raise
 
     def put_back(self, connection: _Connection) -> None:
+        if self.closed:  # an answer that finished after the pool closed: nothing will reuse it
+            connection.close()
+            return
         connection.idle_since = time.monotonic()
         idle = self._idle.setdefault(connection.origin, [])
         idle.append(connection)

@@ -66,6 +66,14 @@ class _Recording:
         return data
 
 
+async def fetch(pool: UpstreamPool, url: str, method: str = "GET", target: str = "/", body: bytes = b""):
+    """One request read to its end and released, as the gateway does with a small answer."""
+    response = await pool.request(method, url, target, [], body)
+    answer = await response.read()
+    response.release()
+    return response, answer
+
+
 def run(scenario: Callable[[], Awaitable]):
     return asyncio.run(asyncio.wait_for(scenario(), 20))
 
@@ -103,9 +111,7 @@ def test_a_kept_connection_is_reused_until_it_expires():
             pool = UpstreamPool(keepalive_expiry=0.2)
             for pause in (0, 0, 0.4):
                 await asyncio.sleep(pause)
-                response = await pool.request("GET", upstream.url, "/", [])
-                await response.read()
-                response.release()
+                await fetch(pool, upstream.url)
             await pool.aclose()
             return [seen.count(b"GET / HTTP/1.1") for seen in upstream.received]
 
@@ -128,9 +134,7 @@ def test_an_idempotent_request_on_a_connection_the_upstream_closed_is_sent_again
 
         async with RawUpstream(handler) as upstream:
             pool = UpstreamPool()
-            first = await pool.request(method, upstream.url, "/", [], b"x")
-            await first.read()
-            first.release()
+            await fetch(pool, upstream.url, method, body=b"x")
             try:
                 second = await pool.request(method, upstream.url, "/", [], b"x")
                 return second.status, len(upstream.received)
@@ -159,9 +163,8 @@ def test_interim_answers_are_skipped_and_a_head_answer_has_no_body():
             pool = UpstreamPool()
             answers = []
             for method in ("POST", "HEAD", "GET"):
-                response = await pool.request(method, upstream.url, "/", [])
-                answers.append((response.status, await response.read()))
-                response.release()
+                response, body = await fetch(pool, upstream.url, method)
+                answers.append((response.status, body))
             await pool.aclose()
             return answers, len(upstream.received)
 
@@ -178,9 +181,7 @@ def test_a_body_without_length_ends_where_the_connection_does_and_is_not_reused(
     async def scenario():
         async with RawUpstream(handler) as upstream:
             pool = UpstreamPool()
-            response = await pool.request("GET", upstream.url, "/", [])
-            body = await response.read()
-            response.release()
+            _, body = await fetch(pool, upstream.url)
             idle = pool.idle_connections()
             await pool.aclose()
             return body, idle
@@ -264,7 +265,7 @@ def test_an_upstream_that_goes_quiet_times_out_but_a_slow_steady_stream_does_not
             finally:
                 await pool.aclose()
 
-    with pytest.raises(UpstreamTimeout):
+    with pytest.raises(UpstreamTimeout, match="nothing came from it for 0.3 s"):
         run(lambda: scenario(quiet))
     assert run(lambda: scenario(steady)) == b"a" * 6
 
@@ -311,15 +312,9 @@ def test_requests_beyond_the_limit_wait_for_a_slot_and_failures_give_theirs_back
                 with pytest.raises(UpstreamUnreachable):
                     await pool.request("GET", f"http://127.0.0.1:{free_port()}", "/", [])
 
-            async def one():
-                response = await pool.request("GET", upstream.url, "/", [])
-                body = await response.read()
-                response.release()
-                return body
-
-            bodies = await asyncio.gather(*(one() for _ in range(6)))
+            answers = await asyncio.gather(*(fetch(pool, upstream.url) for _ in range(6)))
             await pool.aclose()
-            return bodies
+            return [body for _, body in answers]
 
     assert run(scenario) == [b"ok"] * 6
     assert most == 2
@@ -393,11 +388,30 @@ def test_a_second_answer_to_one_request_leaves_the_first_as_it_was_and_closes_th
     async def scenario():
         async with RawUpstream(two_answers) as upstream:
             pool = UpstreamPool()
-            response = await pool.request("GET", upstream.url, "/", [])
-            body = await response.read()
-            response.release()
+            response, body = await fetch(pool, upstream.url)
             answer = (response.status, response.headers, body, pool.idle_connections())
             await pool.aclose()
             return answer
 
     assert run(scenario) == (200, [(b"content-length", b"2")], b"ok", 0)
+
+
+def test_an_answer_that_finishes_after_the_pool_closed_closes_its_connection():
+    async def slow(reader, writer):
+        await reader.request()
+        await asyncio.sleep(0.2)
+        writer.write(OK)
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    async def scenario():
+        async with RawUpstream(slow) as upstream:
+            pool = UpstreamPool()
+            answering = asyncio.ensure_future(fetch(pool, upstream.url))
+            await asyncio.sleep(0.05)
+            await pool.aclose()  # the server stops while a request is in flight
+            _, body = await answering
+            return body, pool.idle_connections(), pool._idle
+
+    # Answered, then closed rather than kept by a pool nothing will use again.
+    assert run(scenario) == (b"ok", 0, {})
