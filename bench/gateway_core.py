@@ -14,7 +14,7 @@ import uvicorn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runners.gateway import Gateway  # noqa: E402
+from runners.gateway import Gateway, serve_lifespan  # noqa: E402
 
 # The most a MiniLM request body may be, as the harness's default.
 MAX_BODY_BYTES = 1024 * 1024
@@ -27,10 +27,7 @@ class ForwardAll:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await self.core.aclose()
-            await send({"type": "lifespan.shutdown.complete"})
+            await serve_lifespan(receive, send, on_shutdown=self.core.aclose)
             return
         await self.core.forward(scope, receive, send, upstream=self.upstream, path=scope["raw_path"].decode("latin-1"),
                                 upstream_token=self.upstream_token, max_body_bytes=MAX_BODY_BYTES)

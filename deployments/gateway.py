@@ -31,7 +31,16 @@ from django.db import connection
 from django.db.models import Q
 from django.db.models.functions import Now
 
-from runners.gateway import Gateway, ProxyResult, Receive, Scope, Send, refuse_websocket, send_json_error
+from runners.gateway import (
+    Gateway,
+    ProxyResult,
+    Receive,
+    Scope,
+    Send,
+    refuse_websocket,
+    send_json_error,
+    serve_lifespan,
+)
 from runners.harness.manifest import DEFAULT_MAX_BODY_BYTES
 
 from .activity import activity_finished, activity_record, activity_started
@@ -107,7 +116,8 @@ class DeploymentGateway:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            # Served alone or as part of the hub: its upstream connections close with the server.
+            await serve_lifespan(receive, send, on_shutdown=self.aclose)
             return
         if scope["type"] == "websocket":
             await refuse_websocket(scope, receive, send)
@@ -163,16 +173,6 @@ class DeploymentGateway:
             await self.targets.aclose()
         await self.core.aclose()
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        # Served alone or as part of the hub: its upstream connections close with the server.
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.aclose()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
 
 async def endpoint_of(target: Target) -> str | Refusal:

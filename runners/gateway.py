@@ -176,7 +176,7 @@ class _Exchange:
     async def refuse_upstream(self, exc: UpstreamError) -> None:
         """The upstream failed before its answer began."""
         if isinstance(exc, UpstreamTimeout):
-            await self.refuse(504, f"the deployment did not answer in time ({exc})")
+            await self.refuse(504, f"the deployment did not answer in time: {exc}")
         else:
             await self.refuse(502, f"the deployment cannot be reached: {_reason(exc)}")
 
@@ -304,6 +304,19 @@ def forwarded_headers(scope: Scope) -> list[tuple[bytes, bytes]]:
     if host:
         kept.append((b"x-forwarded-host", host))
     return kept
+
+
+async def serve_lifespan(receive: Receive, send: Send, *, on_shutdown: Callable[[], Awaitable[None]]) -> None:
+    """ASGI's lifespan for an app that holds the gateway's pool: nothing to start, and
+    `on_shutdown` (closing its upstream connections) when the server stops."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await on_shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def is_websocket(scope: Scope) -> bool:

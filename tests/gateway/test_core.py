@@ -10,7 +10,7 @@ import httpx
 import pytest
 import uvicorn
 
-from runners.gateway import KEEPALIVE_EXPIRY_SECONDS, Gateway, ProxyResult
+from runners.gateway import KEEPALIVE_EXPIRY_SECONDS, Gateway, ProxyResult, serve_lifespan
 from tests.netutil import free_port
 
 from .conftest import served
@@ -29,10 +29,7 @@ class CoreApp:
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await self.core.aclose()
-            await send({"type": "lifespan.shutdown.complete"})
+            await serve_lifespan(receive, send, on_shutdown=self.core.aclose)
             return
         await self.core.forward(scope, receive, send, upstream=self.upstream, path=scope["raw_path"].decode(),
                                 upstream_token=UPSTREAM_TOKEN, max_body_bytes=LIMIT, on_finish=self.results.append)
